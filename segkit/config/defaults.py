@@ -1,0 +1,109 @@
+"""segkit's default config. Every key has a one-line comment above it.
+
+Sections are owned by the subsystem that reads them (MODEL.* by segkit.modeling,
+DATASETS/INPUT/DATALOADER by segkit.data, SOLVER by segkit.solver, POSTPROCESS by
+segkit.postprocess, TEST/OUTPUT_DIR by segkit.engine). Plugins add their own keys
+through ``segkit.registry.CONFIG_REGISTRY``.
+"""
+from segkit.config.config import CfgNode as CN
+
+_C = CN()
+
+# Version of the config schema, bumped when keys are renamed.
+_C.VERSION = 1
+
+# ---------------------------------------------------------------------------- #
+# Plugins
+# ---------------------------------------------------------------------------- #
+_C.PLUGINS = CN()
+# Entry-point or distribution names to load; empty loads every installed plugin.
+_C.PLUGINS.ALLOW = []
+# What a plugin that fails to import does: "raise" (default) or "warn" (skip it).
+_C.PLUGINS.ON_ERROR = "raise"
+
+# ---------------------------------------------------------------------------- #
+# Model
+# ---------------------------------------------------------------------------- #
+_C.MODEL = CN()
+# Name in META_ARCH_REGISTRY of the model that ties backbone, head and losses.
+_C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
+# Device to run on: "auto" (CUDA if available, else CPU), or any torch device string.
+_C.MODEL.DEVICE = "auto"
+# Checkpoint of the whole model to load (a segkit checkpoint); empty for none.
+_C.MODEL.WEIGHTS = ""
+# Number of classes the head predicts (background included).
+_C.MODEL.NUM_CLASSES = 21
+# Label value ignored by losses and metrics.
+_C.MODEL.IGNORE_VALUE = 255
+# Per-channel mean subtracted from the image on the device, in INPUT.FORMAT order, 0-255 scale.
+_C.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+# Per-channel standard deviation the image is divided by on the device (1.0 = mean subtraction only).
+_C.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+_C.MODEL.BACKBONE = CN()
+# Name in BACKBONE_REGISTRY.
+_C.MODEL.BACKBONE.NAME = "ResNet"
+# Local path to ImageNet weights in torchvision format; "" for random initialisation.
+_C.MODEL.BACKBONE.PRETRAINED = ""
+# Freeze the stem and the first N stages (0 = train everything).
+_C.MODEL.BACKBONE.FREEZE_AT = 0
+
+_C.MODEL.HEAD = CN()
+# Name in HEAD_REGISTRY.
+_C.MODEL.HEAD.NAME = "FCNHead"
+# Backbone feature maps the head reads, by name.
+_C.MODEL.HEAD.IN_FEATURES = ["res5"]
+
+# ---------------------------------------------------------------------------- #
+# Datasets, input and loading
+# ---------------------------------------------------------------------------- #
+_C.DATASETS = CN()
+# Registered dataset names used for training.
+_C.DATASETS.TRAIN = ("fashion_scenes_train",)
+# Registered dataset names used for evaluation.
+_C.DATASETS.TEST = ("fashion_scenes_val",)
+# Root folder of the datasets; "" uses $SEGKIT_DATASETS, then ./datasets.
+_C.DATASETS.ROOT = ""
+
+_C.INPUT = CN()
+# Channel order of images handed to the model: "RGB" or "BGR".
+_C.INPUT.FORMAT = "RGB"
+
+_C.DATALOADER = CN()
+# Worker processes per data loader.
+_C.DATALOADER.NUM_WORKERS = 2
+
+# ---------------------------------------------------------------------------- #
+# Solver
+# ---------------------------------------------------------------------------- #
+_C.SOLVER = CN()
+# Total number of training iterations.
+_C.SOLVER.MAX_ITER = 1000
+# Images per batch across all processes.
+_C.SOLVER.IMS_PER_BATCH = 8
+# Base learning rate.
+_C.SOLVER.BASE_LR = 0.01
+
+# ---------------------------------------------------------------------------- #
+# Post-processing
+# ---------------------------------------------------------------------------- #
+_C.POSTPROCESS = CN()
+# Names in POSTPROCESSOR_REGISTRY applied in order at inference (e.g. ["DenseCRF"]).
+_C.POSTPROCESS.CHAIN = []
+
+# ---------------------------------------------------------------------------- #
+# Test / evaluation
+# ---------------------------------------------------------------------------- #
+_C.TEST = CN()
+# Evaluate every N iterations during training (0 = only at the end).
+_C.TEST.EVAL_PERIOD = 0
+
+# ---------------------------------------------------------------------------- #
+# Misc
+# ---------------------------------------------------------------------------- #
+# Directory for checkpoints, logs, metrics and pictures.
+_C.OUTPUT_DIR = "./output"
+# Global random seed (negative = draw one and record it).
+_C.SEED = 0
+# Let cuDNN pick the fastest convolution algorithms (non-deterministic).
+_C.CUDNN_BENCHMARK = False

@@ -1,0 +1,50 @@
+"""The backbone contract: named feature maps with promised channels and strides."""
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from segkit.layers import ShapeSpec
+from segkit.registry import BACKBONE_REGISTRY
+
+__all__ = ["Backbone", "build_backbone"]
+
+
+class Backbone(nn.Module, metaclass=ABCMeta):
+    """Base class of every backbone.
+
+    ``forward(x: (N, C, H, W))`` returns ``dict[str, Tensor]`` of named feature maps
+    (``"res2"``..``"res5"``, ``"conv3"``..``"fc7"``) and ``output_shape()`` promises
+    each one's channels and stride. Heads select their inputs by name.
+    """
+
+    @abstractmethod
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @abstractmethod
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        """``{name: ShapeSpec(channels, stride)}`` for every map ``forward`` returns."""
+        raise NotImplementedError
+
+    @property
+    def size_divisibility(self) -> int:
+        """Input sizes must be a multiple of this (0 = any size works)."""
+        return 0
+
+
+def build_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> Backbone:
+    """Build ``cfg.MODEL.BACKBONE.NAME`` from BACKBONE_REGISTRY."""
+    if input_shape is None:
+        input_shape = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))
+    name = cfg.MODEL.BACKBONE.NAME
+    backbone = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
+    if not isinstance(backbone, Backbone):
+        raise TypeError(
+            f"Backbone '{name}' ({BACKBONE_REGISTRY.provenance(name).describe()}) returned "
+            f"{type(backbone).__name__}, which is not a segkit.modeling.backbone.Backbone."
+        )
+    return backbone
