@@ -1,0 +1,1 @@
+"""Small helpers used across segkit (no imports of other segkit layers)."""
