@@ -6,3 +6,12 @@ with a dense-CRF post-processor, on CPU or GPU.
 __version__ = "0.1.0"
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name):
+    # Lazy: `import segkit` stays light; `segkit.Predictor` imports the inference stack.
+    if name == "Predictor":
+        from segkit.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'segkit' has no attribute '{name}'")

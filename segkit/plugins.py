@@ -157,6 +157,10 @@ def autoload() -> None:
         if _AUTOLOADED:
             return
         _AUTOLOADED = True  # set first: a plugin's own lookups must not recurse
+        # Built-ins first, so that a plugin reusing a built-in name is the one that fails.
+        from segkit._builtins import import_builtins
+
+        import_builtins()
         if os.environ.get("SEGKIT_DISABLE_PLUGINS", "").strip().lower() in ("1", "true", "yes"):
             for ep in discover():
                 dist, version = _dist_of(ep)
