@@ -83,6 +83,22 @@ _C.SOLVER.MAX_ITER = 1000
 _C.SOLVER.IMS_PER_BATCH = 8
 # Base learning rate.
 _C.SOLVER.BASE_LR = 0.01
+# --- engine keys of SOLVER (segkit.engine) ---
+# Save a checkpoint every N iterations (0 = only the final one).
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+# Keep only the last N periodic checkpoints (0 = keep all); model_final and model_best are never deleted.
+_C.SOLVER.MAX_TO_KEEP = 3
+# Micro-batches accumulated per optimizer step; each holds IMS_PER_BATCH / ACCUM_STEPS images.
+_C.SOLVER.ACCUM_STEPS = 1
+# Print the progress line and write metrics every N iterations.
+_C.SOLVER.LOG_PERIOD = 20
+# Names in HOOK_REGISTRY of extra hooks appended after the default ones.
+_C.SOLVER.EXTRA_HOOKS = []
+_C.SOLVER.AMP = CN()
+# Mixed-precision training (autocast + gradient scaling for float16).
+_C.SOLVER.AMP.ENABLED = False
+# Autocast dtype: "auto" (bfloat16 where supported, else float16), "float16" or "bfloat16".
+_C.SOLVER.AMP.DTYPE = "auto"
 
 # ---------------------------------------------------------------------------- #
 # Post-processing
@@ -97,6 +113,20 @@ _C.POSTPROCESS.CHAIN = []
 _C.TEST = CN()
 # Evaluate every N iterations during training (0 = only at the end).
 _C.TEST.EVAL_PERIOD = 0
+# Name in EVALUATOR_REGISTRY of the evaluator built for each dataset in DATASETS.TEST.
+_C.TEST.EVALUATOR = "SemSegEvaluator"
+# Images per batch of the test loader, per process.
+_C.TEST.IMS_PER_BATCH = 1
+# Also score predictions after POSTPROCESS.CHAIN at the final evaluation (same pass).
+_C.TEST.EVAL_POSTPROCESS = True
+# Also score the post-processed predictions at periodic evaluations during training (slow with CRF).
+_C.TEST.EVAL_POSTPROCESS_PERIODIC = False
+# Metric that picks the best checkpoint ("<variant>/<metric>", e.g. "sem_seg/mIoU"); "" disables it.
+_C.TEST.BEST_METRIC = "sem_seg/mIoU"
+# Whether a larger ("max") or smaller ("min") BEST_METRIC is better.
+_C.TEST.BEST_MODE = "max"
+# Number of validation images drawn with predictions beside ground truth in OUTPUT_DIR/pictures.
+_C.TEST.VIS_NUM_IMAGES = 4
 
 # ---------------------------------------------------------------------------- #
 # Misc
