@@ -122,6 +122,9 @@ def load_plugins(
 ) -> List[PluginRecord]:
     """Load installed plugins once each; later calls only load what is new.
 
+    An explicit call (from a tool) replaces the automatic loading: plugins left out
+    by ``allow`` stay unloaded.
+
     Args:
         allow: entry-point or distribution names to load; empty or None loads all.
         on_error: ``"raise"`` (default) raises :class:`PluginError` naming the
@@ -135,6 +138,7 @@ def load_plugins(
         raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
     allow = list(allow or [])
     with _LOCK:
+        _mark_done()  # an explicit load replaces the automatic one
         for ep in discover():
             key = f"{ep.name}={ep.value}"
             previous = _RECORDS.get(key)
@@ -150,18 +154,13 @@ def load_plugins(
 
 def autoload() -> None:
     """Load plugins once, as the environment says; called before the first registry lookup."""
-    global _AUTOLOADED
     if _AUTOLOADED:
         return
     with _LOCK:
         if _AUTOLOADED:
             return
-        _AUTOLOADED = True  # set first: a plugin's own lookups must not recurse
-        # Built-ins first, so that a plugin reusing a built-in name is the one that fails.
-        from segkit._builtins import import_builtins
-
-        import_builtins()
         if os.environ.get("SEGKIT_DISABLE_PLUGINS", "").strip().lower() in ("1", "true", "yes"):
+            _mark_done()
             for ep in discover():
                 dist, version = _dist_of(ep)
                 _RECORDS.setdefault(
@@ -170,11 +169,17 @@ def autoload() -> None:
             return
         allow = [s.strip() for s in os.environ.get("SEGKIT_PLUGINS", "").split(",") if s.strip()]
         on_error = os.environ.get("SEGKIT_PLUGIN_ERRORS", "raise").strip().lower() or "raise"
-        try:
-            load_plugins(allow, on_error)
-        except Exception:
-            _AUTOLOADED = False  # let the next lookup raise the same, actionable error
-            raise
+        load_plugins(allow, on_error)
+
+
+def _mark_done() -> None:
+    """Built-ins first (so a plugin reusing a built-in name is the one that fails), once."""
+    global _AUTOLOADED
+    if not _AUTOLOADED:
+        _AUTOLOADED = True  # set first: lookups made while importing must not recurse
+        from segkit._builtins import import_builtins
+
+        import_builtins()
 
 
 def plugin_records() -> List[PluginRecord]:

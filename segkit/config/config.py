@@ -150,9 +150,10 @@ def _merge_into(node: CfgNode, values: Dict[str, Any], prefix: str, source: str,
 
 def _unknown_key_message(full: str, source: str, root: CfgNode) -> str:
     paths = _all_paths(root)
-    close = difflib.get_close_matches(full, paths, n=1, cutoff=0.6)
-    if not close:  # try matching the last component anywhere
-        leaf = full.split(".")[-1]
+    leaf = full.split(".")[-1]
+    same_leaf = [p for p in paths if p.split(".")[-1] == leaf]  # right key, wrong section
+    close = same_leaf or difflib.get_close_matches(full, paths, n=1, cutoff=0.6)
+    if not close:
         leaves = {p.split(".")[-1]: p for p in paths}
         near = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
         close = [leaves[near[0]]] if near else []

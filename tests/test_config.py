@@ -1,0 +1,149 @@
+"""Config: defaults, _BASE_ inheritance, overrides and each error."""
+import pytest
+
+from segkit.config import CfgNode, ConfigError, configurable, get_cfg, load_config, save_config
+from segkit.config.defaults import _C
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_get_cfg_returns_independent_copies():
+    a, b = get_cfg(), get_cfg()
+    a.SOLVER.BASE_LR = 1.0
+    assert b.SOLVER.BASE_LR == _C.SOLVER.BASE_LR
+
+
+def test_base_inheritance_chain_and_relative_paths(tmp_path):
+    (tmp_path / "sub").mkdir()
+    _write(tmp_path / "base.yaml", "SOLVER:\n  BASE_LR: 0.5\n  MAX_ITER: 10\nOUTPUT_DIR: base_out\n")
+    _write(tmp_path / "sub" / "mid.yaml", "_BASE_: ../base.yaml\nSOLVER:\n  MAX_ITER: 20\n")
+    child = _write(tmp_path / "sub" / "child.yaml", "_BASE_: mid.yaml\nSEED: 7\n")
+    cfg = load_config(child, load_plugins=False)
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, cfg.SEED, cfg.OUTPUT_DIR) == (0.5, 20, 7, "base_out")
+
+
+def test_command_line_overrides_win_and_are_typed(tmp_path):
+    f = _write(tmp_path / "c.yaml", "SOLVER:\n  BASE_LR: 0.5\n")
+    cfg = load_config(f, ["SOLVER.BASE_LR", "0.25", "DATASETS.TRAIN", "('a', 'b')", "OUTPUT_DIR", "x/y"],
+                      load_plugins=False)
+    assert cfg.SOLVER.BASE_LR == 0.25
+    assert cfg.DATASETS.TRAIN == ("a", "b")
+    assert cfg.OUTPUT_DIR == "x/y"
+
+
+def test_int_accepted_for_float_and_list_for_tuple():
+    cfg = get_cfg()
+    cfg.merge_from_list(["SOLVER.BASE_LR", "1", "DATASETS.TEST", "['v']"])
+    assert cfg.SOLVER.BASE_LR == 1.0 and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.DATASETS.TEST == ("v",)
+
+
+def test_unknown_key_names_full_path_file_and_nearest(tmp_path):
+    f = _write(tmp_path / "typo.yaml", "SOLVER:\n  BASE_RL: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(f, load_plugins=False)
+    msg = str(info.value)
+    assert "typo.yaml" in msg and "'SOLVER.BASE_RL'" in msg and "Did you mean 'SOLVER.BASE_LR'?" in msg
+
+
+def test_unknown_key_in_wrong_section_suggests_by_leaf():
+    cfg = get_cfg()
+    with pytest.raises(ConfigError, match=r"'INPUT.MAX_ITER'.*Did you mean 'SOLVER.MAX_ITER'"):
+        cfg.merge_from_list(["INPUT.MAX_ITER", "3"])
+
+
+def test_wrong_type_names_key_and_both_types(tmp_path):
+    f = _write(tmp_path / "t.yaml", "SOLVER:\n  MAX_ITER: ten\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: config key 'SOLVER\.MAX_ITER' expects int .* got str"):
+        load_config(f, load_plugins=False)
+
+
+def test_bool_is_not_an_int():
+    cfg = get_cfg()
+    with pytest.raises(ConfigError, match="expects int"):
+        cfg.merge_from_list(["SOLVER.MAX_ITER", "True"])
+
+
+def test_section_replaced_by_scalar_is_rejected():
+    cfg = get_cfg()
+    with pytest.raises(ConfigError, match="'SOLVER' is a section"):
+        cfg.merge_from_dict({"SOLVER": 3})
+
+
+def test_failed_merge_changes_nothing():
+    cfg = get_cfg()
+    with pytest.raises(ConfigError):
+        cfg.merge_from_dict({"SEED": 5, "NOPE": 1})
+    assert cfg.SEED == _C.SEED
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [("SOLVER: [unclosed", "not valid YAML"), ("- a\n- b\n", "must hold a mapping"),
+     ("!!python/object/apply:os.system ['echo hi']", "not valid YAML")],
+)
+def test_bad_files_are_named(tmp_path, text, match):
+    f = _write(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config(f, load_plugins=False)
+    assert "bad.yaml" in str(info.value)
+
+
+def test_missing_file_and_circular_base(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"), load_plugins=False)
+    _write(tmp_path / "a.yaml", "_BASE_: b.yaml\n")
+    _write(tmp_path / "b.yaml", "_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match="Circular _BASE_"):
+        load_config(str(tmp_path / "a.yaml"), load_plugins=False)
+
+
+def test_odd_override_list():
+    with pytest.raises(ConfigError, match="KEY VALUE pairs"):
+        get_cfg().merge_from_list(["SEED"])
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = get_cfg()
+    cfg.merge_from_list(["SEED", "3", "DATASETS.TRAIN", "('x',)"])
+    path = save_config(cfg, str(tmp_path / "out"))
+    again = load_config(path)
+    assert again.SEED == 3 and again.DATASETS.TRAIN == ("x",)
+    assert again.dump() == cfg.dump()
+
+
+def test_every_default_key_has_a_comment_above_it():
+    import inspect
+
+    import segkit.config.defaults as d
+
+    lines = inspect.getsource(d).splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("_C.") and " = " in line and "CN()" not in line:
+            assert lines[i - 1].lstrip().startswith("#"), f"defaults.py:{i + 1} has no comment: {line}"
+
+
+class _Widget:
+    @configurable
+    def __init__(self, width: int, depth: int = 2):
+        self.width, self.depth = width, depth
+
+    @classmethod
+    def from_config(cls, cfg, depth=3):
+        return {"width": cfg.SOLVER.MAX_ITER, "depth": depth}
+
+
+def test_configurable_builds_from_args_or_config():
+    assert vars(_Widget(4)) == {"width": 4, "depth": 2}
+    cfg = get_cfg()
+    assert vars(_Widget(cfg)) == {"width": cfg.SOLVER.MAX_ITER, "depth": 3}
+    assert vars(_Widget(cfg, depth=5)) == {"width": cfg.SOLVER.MAX_ITER, "depth": 5}
+
+
+def test_cfgnode_is_fvcore_subclass():
+    from fvcore.common.config import CfgNode as Fv
+
+    assert issubclass(CfgNode, Fv)
