@@ -1,0 +1,172 @@
+"""Write the inference pipeline as a TorchScript or ONNX file with its metadata.
+
+Both formats trace :class:`SegmentationPipeline` on the CPU with an example image
+and mark height and width (and batch) dynamic. Metadata (class names, palette,
+channel order, layout, mean/std, config) travels inside the file: ONNX
+``metadata_props``, TorchScript ``_extra_files["segkit_metadata.json"]``.
+
+ONNX uses the TorchScript-based exporter (``dynamo=False``): torch >= 2.9 defaults
+to the ``torch.export`` exporter, which needs ``onnxscript`` (not a segkit
+dependency), while the legacy exporter works offline with torch alone and handles
+the shape arithmetic of dynamic H, W through tracing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from segkit.export.pipeline import SegmentationPipeline, bundle_metadata
+
+__all__ = ["FORMATS", "export", "export_torchscript", "export_onnx", "build_export_model", "TORCHSCRIPT_METADATA_FILE"]
+
+logger = logging.getLogger(__name__)
+
+# Supported export formats and their default file suffixes.
+FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}
+# Name of the metadata entry in a TorchScript file's extra files.
+TORCHSCRIPT_METADATA_FILE = "segkit_metadata.json"
+# Example input size for tracing: neither dimension a multiple of common strides,
+# so any size-divisibility padding in the model is traced on its general path.
+_EXAMPLE_HW = (83, 117)
+
+
+def _example_input(layout: str, hw: Tuple[int, int] = _EXAMPLE_HW) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, hw[0], hw[1], 3) if layout == "NHWC" else (1, 3, hw[0], hw[1])
+    return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+
+
+def _warn_dropped_steps(cfg) -> None:
+    """Exports hold whole-image inference; say so when the config asks for more."""
+    dropped = []
+    if list(cfg.POSTPROCESS.CHAIN):
+        dropped.append(f"POSTPROCESS.CHAIN={list(cfg.POSTPROCESS.CHAIN)}")
+    for key in ("AUG", "SLIDING_WINDOW"):
+        node = cfg.TEST.get(key)
+        if node is not None and node.get("ENABLED", False):
+            dropped.append(f"TEST.{key}.ENABLED")
+    if dropped:
+        warnings.warn(
+            "The exported pipeline runs whole-image inference only; "
+            f"{', '.join(dropped)} is not part of it (use segkit.Predictor for those).",
+            stacklevel=3,
+        )
+
+
+def build_export_model(cfg, weights: Optional[str] = None) -> nn.Module:
+    """The model of ``cfg`` on the CPU in eval mode with ``weights`` (or ``MODEL.WEIGHTS``) loaded."""
+    from segkit.modeling import build_model
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    path = weights if weights is not None else cfg.MODEL.WEIGHTS
+    if path:
+        from segkit.engine.checkpoint import load_model_weights
+
+        load_model_weights(model, path)
+    else:
+        warnings.warn("export: no weights given; exporting an untrained model.", stacklevel=2)
+    return model.eval()
+
+
+def _needs_resize(model: nn.Module) -> bool:
+    """Whether the model's logits differ from its input size (then the pipeline upsamples)."""
+    x = _example_input("NCHW")
+    with torch.no_grad():
+        logits = model(x)
+    return tuple(logits.shape[-2:]) != tuple(x.shape[-2:])
+
+
+def make_pipeline(model: nn.Module, input_layout: str = "NHWC", with_probs: bool = False) -> SegmentationPipeline:
+    """Wrap an eval-mode model into the exported pipeline (upsampling only if needed)."""
+    return SegmentationPipeline(model, input_layout, with_probs, resize_logits=_needs_resize(model)).eval()
+
+
+def export_torchscript(pipeline: SegmentationPipeline, out: str, metadata: Dict[str, str]) -> str:
+    """Trace ``pipeline`` and save it with ``metadata`` as an extra file. Returns ``out``."""
+    example = _example_input(pipeline.input_layout)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit is deprecated, still supported
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        traced = torch.jit.trace(pipeline, (example,), check_trace=False)
+        torch.jit.save(traced, out, _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+    return out
+
+
+def _dynamic_axes(layout: str, with_probs: bool) -> Dict[str, Dict[int, str]]:
+    image = {0: "batch", 1: "height", 2: "width"} if layout == "NHWC" else {0: "batch", 2: "height", 3: "width"}
+    axes = {"image": image, "labels": {0: "batch", 1: "height", 2: "width"}}
+    if with_probs:
+        axes["probs"] = {0: "batch", 2: "height", 3: "width"}
+    return axes
+
+
+def export_onnx(pipeline: SegmentationPipeline, out: str, metadata: Dict[str, str], opset: int = 17) -> str:
+    """Export ``pipeline`` to ONNX (legacy exporter), attach ``metadata_props`` and check the graph."""
+    import onnx
+
+    outputs = ["labels", "probs"] if pipeline.with_probs else ["labels"]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=DeprecationWarning)  # legacy exporter notice
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            pipeline, (_example_input(pipeline.input_layout),), out, dynamo=False, opset_version=opset,
+            input_names=["image"], output_names=outputs,
+            dynamic_axes=_dynamic_axes(pipeline.input_layout, pipeline.with_probs),
+        )
+    proto = onnx.load(out)
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.producer_name = "segkit"
+    onnx.checker.check_model(proto)
+    onnx.save(proto, out)
+    return out
+
+
+def export(
+    cfg,
+    weights: Optional[str],
+    format: str,
+    out: str,
+    *,
+    input_layout: str = "NHWC",
+    with_probs: bool = False,
+    opset: int = 17,
+) -> str:
+    """Export the whole inference pipeline of ``cfg`` + ``weights`` to one file.
+
+    Args:
+        cfg: segkit config of the trained model.
+        weights: checkpoint path (segkit checkpoint); None uses ``cfg.MODEL.WEIGHTS``.
+        format: ``"torchscript"`` or ``"onnx"``.
+        out: output file, or an existing directory (then ``model.ts`` / ``model.onnx`` inside it).
+        input_layout: ``"NHWC"`` (default) or ``"NCHW"`` layout of the uint8 ``image`` input.
+        with_probs: add a ``probs`` (N, K, H, W) softmax output next to ``labels``.
+        opset: ONNX opset version.
+
+    Returns:
+        The path written.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"Unknown export format '{format}'; use one of {', '.join(FORMATS)}.")
+    if os.path.isdir(out):
+        out = os.path.join(out, "model" + FORMATS[format])
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    _warn_dropped_steps(cfg)
+    pipeline = make_pipeline(build_export_model(cfg, weights), input_layout, with_probs)
+    metadata = bundle_metadata(cfg, input_layout, with_probs)
+    if format == "torchscript":
+        export_torchscript(pipeline, out, metadata)
+    else:
+        export_onnx(pipeline, out, metadata, opset)
+    logger.info("Exported %s pipeline to %s", format, out)
+    return out

@@ -1,0 +1,100 @@
+"""Run an exported bundle (ONNX through onnxruntime, or TorchScript) like a predictor.
+
+Products that do not want segkit at run time only need what this module shows:
+open the file, read the metadata, feed a uint8 batch, read ``labels``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from segkit.export.exporters import TORCHSCRIPT_METADATA_FILE
+from segkit.export.pipeline import METADATA_SCHEMA
+
+__all__ = ["ExportedSegmenter", "load_bundle", "decode_metadata", "bundle_format"]
+
+
+def decode_metadata(raw: Dict[str, str]) -> Dict[str, Any]:
+    """Turn the bundle's string -> string metadata into Python values (``config`` stays YAML)."""
+    if "schema" not in raw:
+        raise ValueError("This file carries no segkit metadata; was it exported with segkit.export?")
+    meta = {k: (v if k == "config" else json.loads(v)) for k, v in raw.items()}
+    if meta["schema"] != METADATA_SCHEMA:
+        raise ValueError(f"Bundle schema '{meta['schema']}' is not '{METADATA_SCHEMA}' understood by this segkit.")
+    return meta
+
+
+def bundle_format(path: str) -> str:
+    """``"onnx"`` or ``"torchscript"`` from the file's content (ONNX protobuf vs. zip archive)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return "torchscript" if head.startswith(b"PK") else "onnx"
+
+
+class ExportedSegmenter:
+    """An exported pipeline with its metadata.
+
+    Args:
+        path: a ``.onnx`` or TorchScript file written by :func:`segkit.export.export`.
+        providers: onnxruntime execution providers (default: CPU).
+        device: torch device for TorchScript bundles (default: CPU).
+
+    Attributes:
+        metadata: decoded metadata (``class_names``, ``palette``, ``input_format``,
+            ``input_layout``, ``pixel_mean``, ``pixel_std``, ``outputs``, ``config``...).
+        format: ``"onnx"`` or ``"torchscript"``.
+    """
+
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, device: Union[str, torch.device] = "cpu"):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No exported bundle at {path}.")
+        self.path = path
+        self.format = bundle_format(path)
+        self.device = torch.device(device)
+        if self.format == "onnx":
+            import onnxruntime as ort
+
+            self._session = ort.InferenceSession(path, providers=list(providers or ["CPUExecutionProvider"]))
+            raw = dict(self._session.get_modelmeta().custom_metadata_map)
+        else:
+            files = {TORCHSCRIPT_METADATA_FILE: ""}
+            self._module = torch.jit.load(path, map_location=self.device, _extra_files=files)
+            raw = json.loads(files[TORCHSCRIPT_METADATA_FILE] or "{}")
+        self.metadata = decode_metadata(raw)
+
+    @property
+    def class_names(self) -> List[str]:
+        return list(self.metadata["class_names"])
+
+    def run_batch(self, batch: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run a uint8 batch in the bundle's layout; returns ``{"labels": ..., ["probs": ...]}`` arrays."""
+        if batch.dtype != np.uint8 or batch.ndim != 4:
+            raise ValueError(f"Expected a 4-d uint8 batch in {self.metadata['input_layout']} layout, got {batch.dtype} {batch.shape}.")
+        names = self.metadata["outputs"]
+        if self.format == "onnx":
+            values = self._session.run(names, {"image": np.ascontiguousarray(batch)})
+        else:
+            with torch.inference_mode():
+                res = self._module(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+            values = [t.cpu().numpy() for t in (res if isinstance(res, (tuple, list)) else (res,))]
+        return dict(zip(names, values))
+
+    def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        """Segment one ``(H, W, 3)`` uint8 image in the bundle's ``input_format`` order.
+
+        Returns:
+            ``{"labels": (H, W) int64}`` plus ``"probs": (K, H, W)`` when the bundle has it.
+        """
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"Expected an H x W x 3 image, got shape {image.shape}.")
+        batch = image[None] if self.metadata["input_layout"] == "NHWC" else image.transpose(2, 0, 1)[None]
+        return {k: v[0] for k, v in self.run_batch(batch).items()}
+
+
+def load_bundle(path: str, **kwargs: Any) -> ExportedSegmenter:
+    """Open an exported pipeline; see :class:`ExportedSegmenter`."""
+    return ExportedSegmenter(path, **kwargs)
