@@ -1,4 +1,14 @@
 """Backbones: named feature maps with ShapeSpecs."""
 from segkit.modeling.backbone.backbone import Backbone, build_backbone
+from segkit.modeling.backbone.resnet import ResNet, build_resnet_backbone
+from segkit.modeling.backbone.weights import LoadReport, load_backbone_weights, resolve_weights_file
 
-__all__ = ["Backbone", "build_backbone"]
+__all__ = [
+    "Backbone",
+    "build_backbone",
+    "ResNet",
+    "build_resnet_backbone",
+    "LoadReport",
+    "load_backbone_weights",
+    "resolve_weights_file",
+]

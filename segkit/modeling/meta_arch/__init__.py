@@ -1,0 +1,6 @@
+"""Meta-architectures: how backbone, head and losses make a model."""
+from segkit.modeling.meta_arch.build import build_model
+from segkit.modeling.meta_arch.multiscale import MultiScaleSegmentor
+from segkit.modeling.meta_arch.semantic_seg import SemanticSegmentor, upsample_logits
+
+__all__ = ["build_model", "MultiScaleSegmentor", "SemanticSegmentor", "upsample_logits"]

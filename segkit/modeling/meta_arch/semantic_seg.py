@@ -1,0 +1,110 @@
+"""SemanticSegmentor: normalise, backbone, head, upsample to the input, losses."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segkit.modeling.backbone import Backbone, build_backbone
+from segkit.modeling.heads import build_head
+from segkit.registry import META_ARCH_REGISTRY
+
+__all__ = ["SemanticSegmentor", "upsample_logits"]
+
+
+def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear (``align_corners=False``) resize of ``(N, K, h, w)`` logits to ``size``."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _build_loss(cfg) -> nn.Module:
+    # Imported here: the loss package is another subsystem and may import modeling.
+    from segkit.modeling.losses import build_loss
+
+    return build_loss(cfg)
+
+
+@META_ARCH_REGISTRY.register()
+class SemanticSegmentor(nn.Module):
+    """Backbone + head, at the input resolution.
+
+    ``forward(images, targets=None)``:
+
+    * ``images``: uint8 or float ``(N, 3, H, W)`` on the 0-255 scale, in
+      ``INPUT.FORMAT`` channel order; normalised here on their device.
+    * training mode with ``targets`` (``(N, H, W)`` int64, ignore value allowed):
+      returns ``dict[str, Tensor]`` of scalar ``loss_*`` terms;
+    * otherwise: logits ``(N, K, H, W)`` (no softmax), export-friendly.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        loss: Optional[nn.Module],
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        num_classes: int,
+        ignore_value: int = 255,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.head, self.loss = backbone, head, loss
+        if len(pixel_mean) != len(pixel_std):
+            raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and PIXEL_STD {list(pixel_std)} differ in length.")
+        # Not persistent: checkpoints hold weights only; normalisation is config.
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, -1, 1, 1), persistent=False)
+        self.num_classes, self.ignore_value = num_classes, ignore_value
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        backbone = build_backbone(cfg)
+        return {
+            "backbone": backbone,
+            "head": build_head(cfg, backbone.output_shape()),
+            "loss": _build_loss(cfg),
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "num_classes": cfg.MODEL.NUM_CLASSES,
+            "ignore_value": cfg.MODEL.IGNORE_VALUE,
+        }
+
+    @property
+    def size_divisibility(self) -> int:
+        """Input sizes must be multiples of this (0 = any size); the backbone's."""
+        return self.backbone.size_divisibility
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float ``(N, 3, H, W)`` on 0-255 -> float ``(N, 3, H, W)`` normalised, on the model's device."""
+        images = images.to(self.device, non_blocking=True).float()
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(N, 3, H, W)`` -> head logits at the head's stride ``(N, K, h, w)``."""
+        return self.head(self.backbone(x))
+
+    def compute_losses(self, logits: torch.Tensor, targets: torch.Tensor, suffix: str = "") -> Dict[str, torch.Tensor]:
+        """Upsample ``logits`` to the targets' size and apply the configured loss terms."""
+        if self.loss is None:
+            raise RuntimeError("This model was built without a loss; pass loss=build_loss(cfg) to train it.")
+        targets = targets.to(logits.device, non_blocking=True)
+        losses = self.loss(upsample_logits(logits, targets.shape[-2:]), targets)
+        return {f"{k}{suffix}": v for k, v in losses.items()}
+
+    def forward(
+        self, images: torch.Tensor, targets: Optional[torch.Tensor] = None
+    ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        x = self.normalize(images)
+        logits = self.predict_logits(x)
+        if self.training and targets is not None:
+            return self.compute_losses(logits, targets)
+        return upsample_logits(logits, x.shape[-2:])
