@@ -97,6 +97,94 @@ _C.MODEL.LOSS.OHEM.THRESH = 0.7
 # Keep at least this many pixels per batch (the hardest ones).
 _C.MODEL.LOSS.OHEM.MIN_KEPT = 100000
 
+# ResNet backbone (BACKBONE.NAME "ResNet"); torchvision's block definitions.
+_C.MODEL.RESNETS = CN()
+# Depth: 18, 34, 50, 101 or 152.
+_C.MODEL.RESNETS.DEPTH = 50
+# Base width: stem and res2 channels (64 = the paper's ResNet; 32 gives a 2.8M-param ResNet-18 for CPU).
+_C.MODEL.RESNETS.WIDTH = 64
+# Output stride of res5: 32 (classification), 16 or 8 (stride replaced by dilation, DeepLab v2 sec. 3.1).
+_C.MODEL.RESNETS.OUTPUT_STRIDE = 8
+# Normalisation: "BN", "FrozenBN" (fixed statistics and affine, as DeepLab v2) or "SyncBN".
+_C.MODEL.RESNETS.NORM = "BN"
+# Feature maps returned, among "stem", "res2".."res5".
+_C.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+# Absolute dilation rates of the res4 blocks, cycled (HDC sawtooth, e.g. [1, 2, 5]); [] = uniform stage rate.
+_C.MODEL.RESNETS.RES4_DILATIONS = []
+# Absolute dilation rates of the res5 blocks, cycled (e.g. [5, 9, 17]); [] = uniform stage rate.
+_C.MODEL.RESNETS.RES5_DILATIONS = []
+# Multi-grid multipliers of the res5 rate per block (DeepLab v3 sec. 3.2, e.g. [1, 2, 4]); [] = none.
+_C.MODEL.RESNETS.MULTI_GRID = []
+
+# VGG backbone (BACKBONE.NAME "VGG"); torchvision's layout, classifier convolutionalised.
+_C.MODEL.VGG = CN()
+# Depth: 11, 13, 16 or 19.
+_C.MODEL.VGG.DEPTH = 16
+# Channels of conv1 (64 = the paper's VGG; smaller for CPU tests), doubled per block up to 8x.
+_C.MODEL.VGG.WIDTH = 64
+# Output stride: 32 (FCN) or 8 (DeepLab: pool4/pool5 stride 1, conv5 dilation 2, 3x3 pools).
+_C.MODEL.VGG.OUTPUT_STRIDE = 32
+# Classifier as convolutions: "conv" (FCN sec. 3.1: fc6 7x7, fc7 1x1), "largefov" (DeepLab: fc6 3x3 dilation 12), "none".
+_C.MODEL.VGG.FC = "conv"
+# Channels of fc6/fc7; 0 = the variant's own (4096 for "conv", 1024 for "largefov").
+_C.MODEL.VGG.FC_CHANNELS = 0
+# Dropout after fc6 and fc7.
+_C.MODEL.VGG.DROPOUT = 0.5
+# Feature maps returned, among "conv1".."conv5", "pool1".."pool5", "fc7"; [] = all.
+_C.MODEL.VGG.OUT_FEATURES = []
+
+# FCN head (HEAD.NAME "FCNHead"): IN_FEATURES fine-to-coarse, e.g. ["pool3", "pool4", "fc7"] = FCN-8s.
+_C.MODEL.FCN = CN()
+# Channels of a 3x3 conv-norm-ReLU before each score layer (0 = the paper's bare 1x1 score layers; 512 = torchvision's FCN).
+_C.MODEL.FCN.HIDDEN_CHANNELS = 0
+# Dropout after the hidden conv (only when HIDDEN_CHANNELS > 0).
+_C.MODEL.FCN.DROPOUT = 0.1
+# Learn the 2x skip-fusion deconvolutions (initialised to bilinear, FCN sec. 3.3); False keeps them fixed.
+_C.MODEL.FCN.LEARN_UPSAMPLE = True
+# Normalisation of the hidden conv: "BN", "FrozenBN", "SyncBN" or "" (none).
+_C.MODEL.FCN.NORM = "BN"
+
+# DeepLab v2 head (HEAD.NAME "DeepLabV2Head"): parallel dilated branches fused by sum.
+_C.MODEL.DEEPLAB = CN()
+# Dilation rates, one branch each: [12] LargeFOV, [2, 4, 8, 12] ASPP-S, [6, 12, 18, 24] ASPP-L.
+_C.MODEL.DEEPLAB.RATES = [6, 12, 18, 24]
+# Branch width: 0 = one 3x3 conv to the classes (ResNet); 1024 = fc6 3x3, fc7 1x1, fc8 (VGG-16).
+_C.MODEL.DEEPLAB.BRANCH_CHANNELS = 0
+# Dropout after fc6 and fc7 of each branch (only when BRANCH_CHANNELS > 0).
+_C.MODEL.DEEPLAB.DROPOUT = 0.5
+
+# Multi-scale inputs (META_ARCHITECTURE "MultiScaleSegmentor", DeepLab v2 sec. 3.3 MSC).
+_C.MODEL.MSC = CN()
+# Input scales; the first is the reference the others are resized to before fusion.
+_C.MODEL.MSC.SCALES = [1.0, 0.75, 0.5]
+
+# RefineNet head (HEAD.NAME "RefineNetHead", Lin et al. 2017); IN_FEATURES e.g. ["res2", "res3", "res4", "res5"].
+_C.MODEL.REFINENET = CN()
+# Width of each RefineNet block from the coarsest input to the finest (sec. 3.2: 512 for RefineNet-4, 256 elsewhere).
+_C.MODEL.REFINENET.CHANNELS = [512, 256, 256, 256]
+# Residual conv units adapting each input path (sec. 3.2: two).
+_C.MODEL.REFINENET.ADAPT_RCUS = 2
+# Pooling blocks (5x5 max-pool + 3x3 conv) in each chained residual pooling (released code: 4; paper figure: 2).
+_C.MODEL.REFINENET.CRP_STAGES = 4
+# RCUs after the pooling of each block (released code: 3; paper: 1, plus two extra before the classifier).
+_C.MODEL.REFINENET.OUTPUT_RCUS = 3
+# Extra RCUs before the classifier on top of OUTPUT_RCUS (paper sec. 3.2: 2 with OUTPUT_RCUS 1; 0 with the released 3).
+_C.MODEL.REFINENET.EXTRA_RCUS = 0
+# Dropout on the two coarsest inputs and before the classifier (released code: 0.5).
+_C.MODEL.REFINENET.DROPOUT = 0.5
+
+# Dense upsampling convolution head (HEAD.NAME "DUCHead", Wang et al. 2018 sec. 3.1).
+_C.MODEL.DUC = CN()
+# Dilations of the summed 3x3 convs producing K*r*r channels ([6, 12, 18, 24] as the authors' release; [1] = one plain conv).
+_C.MODEL.DUC.DILATIONS = [6, 12, 18, 24]
+# Upscale factor r of the pixel shuffle; 0 = the input feature's stride (full resolution output).
+_C.MODEL.DUC.UPSCALE = 0
+
+# Hybrid dilated convolution checks (Wang et al. 2018 sec. 3.2).
+_C.MODEL.HDC = CN()
+# What building a backbone whose dilated stack grids does: "warn" (GriddingWarning), "raise" or "off".
+_C.MODEL.HDC.GRIDDING_CHECK = "warn"
+
 # ---------------------------------------------------------------------------- #
 # Datasets, input and loading
 # ---------------------------------------------------------------------------- #
@@ -107,10 +195,29 @@ _C.DATASETS.TRAIN = ("fashion_scenes_train",)
 _C.DATASETS.TEST = ("fashion_scenes_val",)
 # Root folder of the datasets; "" uses $SEGKIT_DATASETS, then ./datasets.
 _C.DATASETS.ROOT = ""
+# Skip records whose files are missing/unreadable/inconsistent (counted and reported) instead of raising.
+_C.DATASETS.SKIP_BAD_RECORDS = False
+_C.DATASETS.FASHION_SCENES = CN()
+# Number of generated training scenes of the built-in fashion_scenes_train.
+_C.DATASETS.FASHION_SCENES.NUM_TRAIN = 10000
+# Number of generated validation scenes of the built-in fashion_scenes_val.
+_C.DATASETS.FASHION_SCENES.NUM_VAL = 500
+# Side of the square FashionScenes canvases, in pixels.
+_C.DATASETS.FASHION_SCENES.SIZE = 128
+# Seed of the scene generator (part of the cache key; independent of SEED).
+_C.DATASETS.FASHION_SCENES.SEED = 0
 
 _C.INPUT = CN()
 # Channel order of images handed to the model: "RGB" or "BGR".
 _C.INPUT.FORMAT = "RGB"
+# Training augmentations: list of {NAME, ARGS} in TRANSFORM_REGISTRY (albumentations names or
+# DeepLabRandomScaleCrop); [] = FCN-style whole-image training. DeepLab used crop_size 321 on VOC.
+_C.INPUT.TRAIN_TRANSFORMS = [
+    {"NAME": "DeepLabRandomScaleCrop", "ARGS": {"crop_size": 128, "scale_range": [0.5, 1.5]}},
+    {"NAME": "HorizontalFlip", "ARGS": {"p": 0.5}},
+]
+# Test-time input transforms (deterministic ones only); [] = original size.
+_C.INPUT.TEST_TRANSFORMS = []
 
 _C.DATALOADER = CN()
 # Worker processes per data loader.
