@@ -197,6 +197,7 @@ _C.DATASETS.TEST = ("fashion_scenes_val",)
 _C.DATASETS.ROOT = ""
 # Skip records whose files are missing/unreadable/inconsistent (counted and reported) instead of raising.
 _C.DATASETS.SKIP_BAD_RECORDS = False
+# The embedded FashionScenes dataset (generated once into $SEGKIT_CACHE).
 _C.DATASETS.FASHION_SCENES = CN()
 # Number of generated training scenes of the built-in fashion_scenes_train.
 _C.DATASETS.FASHION_SCENES.NUM_TRAIN = 10000
@@ -210,8 +211,7 @@ _C.DATASETS.FASHION_SCENES.SEED = 0
 _C.INPUT = CN()
 # Channel order of images handed to the model: "RGB" or "BGR".
 _C.INPUT.FORMAT = "RGB"
-# Training augmentations: list of {NAME, ARGS} in TRANSFORM_REGISTRY (albumentations names or
-# DeepLabRandomScaleCrop); [] = FCN-style whole-image training. DeepLab used crop_size 321 on VOC.
+# Training augmentations, {NAME, ARGS} in TRANSFORM_REGISTRY; [] = FCN whole-image training (DeepLab: crop 321 on VOC).
 _C.INPUT.TRAIN_TRANSFORMS = [
     {"NAME": "DeepLabRandomScaleCrop", "ARGS": {"crop_size": 128, "scale_range": [0.5, 1.5]}},
     {"NAME": "HorizontalFlip", "ARGS": {"p": 0.5}},

@@ -1,0 +1,25 @@
+"""segkit.data: dataset catalog, formats, transforms, mapper and loaders.
+
+Public API::
+
+    DatasetCatalog.get(name) -> list[dict]          MetadataCatalog.get(name) -> Metadata
+    build_train_loader(cfg, start_iter=0)           build_test_loader(cfg, dataset_name, batch_size=1)
+    DatasetMapper, build_transforms, DeepLabRandomScaleCrop, collate_batch, DataError
+"""
+from segkit.data.catalog import (
+    DataError, DatasetCatalog, Metadata, MetadataCatalog, default_cache_dir, register_semseg, resolve_dataset_root,
+)
+from segkit.data import datasets  # noqa: F401  (registers the built-in datasets)
+from segkit.data.transforms import DeepLabRandomScaleCrop, build_transform, build_transforms
+from segkit.data.mapper import DatasetMapper
+from segkit.data.build import (
+    BadRecordLog, InferenceSampler, TrainingSampler, build_test_loader, build_train_loader, collate_batch,
+    get_dataset_records,
+)
+
+__all__ = [
+    "DataError", "DatasetCatalog", "Metadata", "MetadataCatalog", "default_cache_dir", "register_semseg",
+    "resolve_dataset_root", "DeepLabRandomScaleCrop", "build_transform", "build_transforms", "DatasetMapper",
+    "BadRecordLog", "InferenceSampler", "TrainingSampler", "build_test_loader", "build_train_loader",
+    "collate_batch", "get_dataset_records",
+]

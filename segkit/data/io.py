@@ -1,0 +1,164 @@
+"""Reading images and masks, with errors that name the file and the problem.
+
+Images are decoded with OpenCV (libjpeg-turbo / libpng, the fastest decoders
+available here); masks with Pillow, because palette PNGs (VOC) must be read as
+their *indices*, which OpenCV would expand to colours.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, Optional, Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segkit.data.catalog import DataError
+
+__all__ = ["read_image", "read_mask", "LABEL_MAPS", "register_label_map", "apply_label_map", "rgb_to_index"]
+
+# OpenCV spawns its own threads per process; the loader's workers already parallelise.
+cv2.setNumThreads(1)
+
+_JPEG_EOI = b"\xff\xd9"
+
+
+def _read_bytes(path: str, what: str) -> bytes:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: {what} file not found.")
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise DataError(f"{path}: {what} file is empty (0 bytes).")
+    return data
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    # A complete JPEG ends with the EOI marker. OpenCV decodes a truncated
+    # stream with a grey tail and only a warning, so check it ourselves; Pillow
+    # arbitrates the rare valid file with trailing bytes after EOI.
+    if data[:2] != b"\xff\xd8" or data.rstrip(b"\x00\r\n")[-2:] == _JPEG_EOI:
+        return False
+    try:
+        import io
+
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+        return False
+    except OSError:
+        return True
+
+
+def read_image(path: str, fmt: str = "RGB") -> np.ndarray:
+    """Decode an image file.
+
+    Args:
+        path: image file.
+        fmt: ``"RGB"`` or ``"BGR"`` channel order of the result.
+
+    Returns:
+        (H, W, 3) uint8 array.
+
+    Raises:
+        DataError: missing, empty, truncated or undecodable file.
+    """
+    data = _read_bytes(path, "image")
+    if _jpeg_truncated(data):
+        raise DataError(f"{path}: image is truncated (JPEG stream ends before its end-of-image marker).")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"{path}: image cannot be decoded (corrupt, truncated or not an image format OpenCV reads).")
+    if fmt == "RGB":
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif fmt != "BGR":
+        raise ValueError(f"Unknown image format '{fmt}'; use 'RGB' or 'BGR'.")
+    return img
+
+
+def read_mask(path: str) -> np.ndarray:
+    """Read a label mask as stored: palette PNG indices, or grey values.
+
+    Returns:
+        (H, W) array (uint8 or a wider integer type for 16-bit masks), or
+        (H, W, 3) uint8 for colour-coded RGB masks.
+
+    Raises:
+        DataError: missing, truncated or undecodable file.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: mask file not found.")
+    if path.endswith(".mat"):
+        return _read_sbd_mat(path)
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("RGBA", "LA"):
+                im = im.convert("RGB" if im.mode == "RGBA" else "L")
+            arr = np.array(im)  # writable copy (torch.from_numpy refuses read-only arrays)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: mask cannot be read ({exc}).") from exc
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return arr
+
+
+def _read_sbd_mat(path: str) -> np.ndarray:
+    """SBD ``cls/*.mat``: a MATLAB struct ``GTcls`` whose ``Segmentation`` field is the mask."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
+        seg = mat["GTcls"].Segmentation
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise DataError(f"{path}: not a readable SBD class annotation (expected struct GTcls.Segmentation): {exc}") from exc
+    return np.asarray(seg).astype(np.uint8, copy=False)
+
+
+# Look-up tables from on-disk label ids to training ids (255 = ignore), by name.
+# Records name theirs under "label_map" so that workers need no closures.
+LABEL_MAPS: Dict[str, np.ndarray] = {}
+
+
+def register_label_map(name: str, lut: Sequence[int]) -> None:
+    """Register a 256-entry look-up table from stored label ids to train ids."""
+    lut = np.asarray(lut, dtype=np.int64)
+    if lut.shape != (256,):
+        raise ValueError(f"Label map '{name}' must have 256 entries, got shape {lut.shape}.")
+    if name in LABEL_MAPS and not np.array_equal(LABEL_MAPS[name], lut):
+        raise ValueError(f"Label map '{name}' is already registered with different values.")
+    LABEL_MAPS[name] = lut
+
+
+def apply_label_map(mask: np.ndarray, name: Optional[str], path: str = "") -> np.ndarray:
+    """Map stored ids through ``LABEL_MAPS[name]`` (identity for ``None``)."""
+    if not name:
+        return mask
+    if name not in LABEL_MAPS:
+        raise DataError(f"{path}: record names label map '{name}', which is not registered ({sorted(LABEL_MAPS)}).")
+    if mask.dtype != np.uint8:
+        if mask.min() < 0 or mask.max() > 255:
+            raise DataError(f"{path}: mask values span [{mask.min()}, {mask.max()}], outside label map '{name}' (0-255).")
+        mask = mask.astype(np.uint8)
+    return LABEL_MAPS[name].astype(np.uint8)[mask]
+
+
+def rgb_to_index(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_label: int,
+                 ignore_colors: Sequence[Sequence[int]] = (), path: str = "") -> np.ndarray:
+    """Convert a colour-coded (H, W, 3) mask to (H, W) class indices.
+
+    Raises:
+        DataError: a pixel colour that is neither a class colour nor an ignore colour.
+    """
+    codes = (mask[..., 0].astype(np.int32) << 16) | (mask[..., 1].astype(np.int32) << 8) | mask[..., 2]
+    keys = [(int(r) << 16) | (int(g) << 8) | int(b) for r, g, b in colors]
+    ign = [(int(r) << 16) | (int(g) << 8) | int(b) for r, g, b in ignore_colors]
+    table_keys = np.array(keys + ign, dtype=np.int64)
+    table_vals = np.array(list(range(len(keys))) + [ignore_label] * len(ign), dtype=np.uint8)
+    order = np.argsort(table_keys)
+    pos = np.searchsorted(table_keys[order], codes)
+    pos = np.clip(pos, 0, len(order) - 1)
+    found = table_keys[order][pos] == codes
+    if not found.all():
+        y, x = np.argwhere(~found)[0]
+        col = tuple(int(v) for v in mask[y, x])
+        raise DataError(f"{path}: mask colour {col} at pixel (y={y}, x={x}) is not in the dataset palette.")
+    return table_vals[order][pos]

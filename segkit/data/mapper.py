@@ -1,0 +1,121 @@
+"""Record -> training/test sample: read, validate, map labels, augment."""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+from segkit.data.catalog import DataError, MetadataCatalog
+from segkit.data.io import apply_label_map, read_image, read_mask, rgb_to_index
+from segkit.data.transforms import apply_transforms, build_transforms
+
+__all__ = ["DatasetMapper", "check_labels", "stream_seed"]
+
+
+def stream_seed(seed: int, position: int) -> int:
+    """The augmentation seed of stream position ``position`` under global ``seed`` (64-bit)."""
+    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(position)]).generate_state(1, np.uint64)[0])
+
+
+def check_labels(mask: np.ndarray, num_classes: int, ignore_value: int, path: str = "") -> None:
+    """Raise :class:`DataError` if ``mask`` holds a value outside ``[0, num_classes) ∪ {ignore}``."""
+    if mask.dtype == np.uint8:
+        present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # much faster than np.unique
+    else:
+        present = np.unique(mask)
+    bad = [int(v) for v in present if not (0 <= v < num_classes or v == ignore_value)]
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
+        raise DataError(
+            f"{path}: mask holds label values {{{shown}}} outside the {num_classes} classes [0, {num_classes - 1}] "
+            f"and the ignore value {ignore_value}."
+        )
+
+
+class DatasetMapper:
+    """Turns a record into ``{"image": uint8 (3, H, W), "sem_seg": (H, W), "record": dict}``.
+
+    The image is in ``image_format`` channel order and *not* normalised (the
+    model normalises on the device). ``sem_seg`` is uint8 when every label fits
+    (4-8x less inter-process traffic) and is widened to int64 by the collate.
+    """
+
+    def __init__(
+        self,
+        *,
+        transforms: Sequence[Mapping[str, Any]] = (),
+        image_format: str = "RGB",
+        ignore_value: int = 255,
+        num_classes: int = 21,
+        classes_per_dataset: Optional[Mapping[str, int]] = None,
+        pixel_mean: Optional[Sequence[float]] = None,
+    ) -> None:
+        self.image_format = image_format
+        self.ignore_value = int(ignore_value)
+        self.num_classes = int(num_classes)
+        self.classes_per_dataset = dict(classes_per_dataset or {})
+        # Transforms run on RGB images, so the padding mean is given in RGB order.
+        mean_rgb = list(pixel_mean)[::-1] if (pixel_mean is not None and image_format == "BGR") else pixel_mean
+        self.pipeline = build_transforms(list(transforms), self.ignore_value, mean_rgb) if transforms else None
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True, dataset_names: Sequence[str] = ()) -> "DatasetMapper":
+        per_dataset = {}
+        for name in dataset_names:
+            classes = MetadataCatalog.get(name).get("stuff_classes")
+            if classes:
+                per_dataset[name] = len(classes)
+        return cls(
+            transforms=cfg.INPUT.TRAIN_TRANSFORMS if is_train else cfg.INPUT.TEST_TRANSFORMS,
+            image_format=cfg.INPUT.FORMAT,
+            ignore_value=cfg.MODEL.IGNORE_VALUE,
+            num_classes=cfg.MODEL.NUM_CLASSES,
+            classes_per_dataset=per_dataset,
+            pixel_mean=cfg.MODEL.PIXEL_MEAN,
+        )
+
+    def read(self, record: Mapping[str, Any]):
+        """Read and validate one record: ((H, W, 3) uint8 RGB image, (H, W) label mask)."""
+        image = read_image(record["file_name"], "RGB")
+        mask_path = record["sem_seg_file_name"]
+        mask = read_mask(mask_path)
+        if mask.ndim == 3:
+            if "mask_colors" not in record:
+                raise DataError(f"{mask_path}: mask is a colour image but the dataset defines no palette "
+                                "(index or palette-PNG masks are expected).")
+            mask = rgb_to_index(mask, record["mask_colors"], self.ignore_value,
+                                record.get("mask_ignore_colors", ()), mask_path)
+        mask = apply_label_map(mask, record.get("label_map"), mask_path)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
+                f"{record['file_name']} ({image.shape[1]}x{image.shape[0]})."
+            )
+        k = self.classes_per_dataset.get(record.get("dataset_name"), self.num_classes)
+        check_labels(mask, k, self.ignore_value, mask_path)
+        return image, mask
+
+    def __call__(self, record: Mapping[str, Any], seed: Optional[int] = None) -> Dict[str, Any]:
+        """Map one record. ``seed`` makes random transforms a pure function of it."""
+        image, mask = self.read(record)
+        out_record = dict(record, height=image.shape[0], width=image.shape[1])
+        if seed is not None:  # also covers user transforms that draw from the global generators
+            random.seed(seed)
+            np.random.seed(seed & 0xFFFFFFFF)
+        if self.pipeline is not None:
+            image, mask = apply_transforms(self.pipeline, image, mask, seed)
+            if image.dtype != np.uint8:
+                raise ValueError(
+                    f"The input transforms turned the image into {image.dtype}; they must keep uint8. "
+                    "Normalisation happens on the device from MODEL.PIXEL_MEAN / MODEL.PIXEL_STD."
+                )
+        if self.image_format == "BGR":
+            image = image[:, :, ::-1]
+        dtype = np.uint8 if self.ignore_value <= 255 and mask.dtype == np.uint8 else np.int64
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "sem_seg": torch.from_numpy(np.ascontiguousarray(mask, dtype=dtype)),
+            "record": out_record,
+        }

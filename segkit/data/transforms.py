@@ -1,0 +1,182 @@
+"""Augmentations: every albumentations transform by name, plus the papers' own pipelines.
+
+``TRANSFORM_REGISTRY`` holds one factory per albumentations transform (``"HorizontalFlip"``,
+``"RandomScale"``, ``"OneOf"``, ...) and segkit's :func:`DeepLabRandomScaleCrop`.
+A pipeline is configured in YAML as a list of ``{NAME, ARGS}`` entries::
+
+    INPUT:
+      TRAIN_TRANSFORMS:
+        - {NAME: DeepLabRandomScaleCrop, ARGS: {crop_size: 321, scale_range: [0.5, 1.5]}}
+        - {NAME: HorizontalFlip, ARGS: {p: 0.5}}
+        - {NAME: OneOf, ARGS: {transforms: [{NAME: Blur}, {NAME: GaussNoise}], p: 0.3}}
+
+Segmentation defaults are injected into every factory unless ARGS set them:
+masks are resized with nearest-neighbour interpolation, padded/filled mask
+pixels get the ignore label, and padded image pixels get the pixel mean (which
+normalises to zero, as in DeepLab's Caffe data layer).
+"""
+from __future__ import annotations
+
+import inspect
+import random
+from typing import Any, Dict, List, Optional, Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.core.composition import BaseCompose
+from albumentations.core.transforms_interface import BasicTransform
+
+from segkit.registry import TRANSFORM_REGISTRY
+
+__all__ = [
+    "AlbumentationsFactory", "DeepLabRandomScaleCrop", "build_transform", "build_transforms",
+    "seed_transforms", "apply_transforms",
+]
+
+_BASE_CLASSES = ("BasicTransform", "DualTransform", "ImageOnlyTransform", "Transform3D")
+_COMPOSITIONS = ("OneOf", "SomeOf", "Sequential", "OneOrOther", "RandomOrder", "SelectiveChannelTransform")
+
+
+class AlbumentationsFactory:
+    """Builds one albumentations transform class with segmentation-safe defaults.
+
+    Calling it with the YAML ``ARGS`` returns the transform. ``ignore_value`` and
+    ``pixel_mean`` (supplied by :func:`build_transforms`) become the defaults of
+    ``fill_mask`` and ``fill``; ``mask_interpolation`` defaults to nearest.
+    """
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.__name__ = cls.__name__
+        self.__doc__ = f"albumentations.{cls.__name__} with segmentation defaults.\n\n{cls.__doc__ or ''}"
+        self._params = inspect.signature(cls).parameters
+
+    def __call__(self, ignore_value: int = 255, pixel_mean: Optional[Sequence[float]] = None, **args: Any):
+        args = dict(args)
+        p = self._params
+        if "mask_interpolation" in p:
+            args.setdefault("mask_interpolation", cv2.INTER_NEAREST)
+        # CoarseDropout & co. default fill_mask=None (mask untouched): keep that meaning.
+        if "fill_mask" in p and p["fill_mask"].default is not None:
+            args.setdefault("fill_mask", ignore_value)
+        if "fill" in p and pixel_mean is not None and isinstance(p["fill"].default, (int, float, tuple)):
+            args.setdefault("fill", tuple(float(m) for m in pixel_mean))
+        if "transforms" in args:  # compositions: nested {NAME, ARGS} entries
+            args["transforms"] = [build_transform(t, ignore_value, pixel_mean) for t in args["transforms"]]
+        try:
+            return self.cls(**args)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"Cannot build transform {self.cls.__name__} with ARGS {args}: {exc}") from exc
+
+
+def DeepLabRandomScaleCrop(
+    crop_size: int = 321,
+    scale_range: Sequence[float] = (0.5, 1.5),
+    ignore_value: int = 255,
+    pixel_mean: Optional[Sequence[float]] = None,
+) -> A.BaseCompose:
+    """DeepLab's training augmentation: random scale, pad, then random crop.
+
+    Chen et al., DeepLab (TPAMI 2017) sec. 4.1: images are randomly scaled by a
+    factor in [0.5, 1.5] and cropped to 321x321 (513 in the final VOC runs).
+    The Caffe data layer pads at the bottom/right with the mean colour
+    (image) and the ignore label (mask) when the scaled image is smaller than
+    the crop.
+
+    Returns:
+        An albumentations ``Sequential`` transform (image bilinear, mask nearest).
+    """
+    lo, hi = float(scale_range[0]), float(scale_range[1])
+    if not 0 < lo <= hi:
+        raise ValueError(f"DeepLabRandomScaleCrop: scale_range must be 0 < low <= high, got {scale_range}.")
+    fill = tuple(float(m) for m in pixel_mean) if pixel_mean is not None else 0
+    return A.Sequential([
+        A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), interpolation=cv2.INTER_LINEAR,
+                      mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+        A.PadIfNeeded(min_height=crop_size, min_width=crop_size, position="top_left",
+                      border_mode=cv2.BORDER_CONSTANT, fill=fill, fill_mask=ignore_value),
+        A.RandomCrop(height=crop_size, width=crop_size),
+    ], p=1.0)
+
+
+def build_transform(spec: Dict[str, Any], ignore_value: int = 255, pixel_mean: Optional[Sequence[float]] = None):
+    """One ``{NAME, ARGS}`` entry -> transform (names looked up in ``TRANSFORM_REGISTRY``)."""
+    if isinstance(spec, (BasicTransform, BaseCompose)):
+        return spec
+    if not isinstance(spec, dict) or "NAME" not in spec:
+        raise ValueError(f"A transform entry must be a mapping with NAME (and optional ARGS); got {spec!r}.")
+    unknown = set(spec) - {"NAME", "ARGS"}
+    if unknown:
+        raise ValueError(f"Transform entry {spec!r} has unknown keys {sorted(unknown)}; use NAME and ARGS.")
+    factory = TRANSFORM_REGISTRY.get(spec["NAME"])
+    args = dict(spec.get("ARGS") or {})
+    accepted = _accepted_kwargs(factory)
+    if accepted is None or "ignore_value" in accepted:
+        args.setdefault("ignore_value", ignore_value)
+    if accepted is None or "pixel_mean" in accepted:
+        args.setdefault("pixel_mean", pixel_mean)
+    return factory(**args)
+
+
+def _accepted_kwargs(factory: Any) -> Optional[set]:
+    if isinstance(factory, AlbumentationsFactory):
+        return None
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
+
+
+def build_transforms(specs: Sequence[Dict[str, Any]], ignore_value: int = 255,
+                     pixel_mean: Optional[Sequence[float]] = None) -> A.Compose:
+    """A list of ``{NAME, ARGS}`` entries -> ``albumentations.Compose`` (masks: nearest)."""
+    transforms = [build_transform(s, ignore_value, pixel_mean) for s in specs]
+    return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST, is_check_shapes=True)
+
+
+def seed_transforms(pipeline: Any, seed: int) -> None:
+    """Give every transform in ``pipeline`` its own generator derived from ``seed``.
+
+    albumentations' ``set_random_seed`` hands every child the *same* seed, which
+    correlates their draws (the flip decision would equal the scale draw); here
+    transform number ``k`` in depth-first order gets ``SeedSequence([seed, k])``.
+    """
+    counter = [0]
+
+    def visit(t: Any) -> None:
+        k = counter[0]
+        counter[0] += 1
+        ss = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, k])
+        t.random_generator = np.random.default_rng(ss)
+        t.py_random = random.Random(int(ss.generate_state(1, np.uint64)[0]))
+        for child in getattr(t, "transforms", None) or []:
+            if isinstance(child, (BasicTransform, BaseCompose)):
+                visit(child)
+
+    visit(pipeline)
+
+
+def apply_transforms(pipeline: Any, image: np.ndarray, mask: np.ndarray, seed: Optional[int] = None):
+    """Apply ``pipeline`` jointly; with ``seed`` the result is a pure function of the inputs and seed."""
+    if seed is not None:
+        seed_transforms(pipeline, seed)
+    out = pipeline(image=image, mask=mask)
+    return out["image"], out["mask"]
+
+
+def _register_albumentations() -> None:
+    for name in sorted(dir(A)):
+        obj = getattr(A, name)
+        if not inspect.isclass(obj) or inspect.isabstract(obj):
+            continue
+        is_transform = issubclass(obj, BasicTransform) and name not in _BASE_CLASSES
+        if is_transform or name in _COMPOSITIONS:
+            TRANSFORM_REGISTRY.register(AlbumentationsFactory(obj), name=name)
+
+
+_register_albumentations()
+TRANSFORM_REGISTRY.register(DeepLabRandomScaleCrop)
