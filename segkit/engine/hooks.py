@@ -1,0 +1,275 @@
+"""Training hooks: timing, LR schedule, checkpoints (periodic and best), evaluation,
+metric writers and the pictures drawn at the end.
+
+Each hook is a plain class with keyword constructor arguments (usable without a
+config) and is registered in ``HOOK_REGISTRY`` through a builder receiving
+``(cfg, trainer)``; ``SOLVER.EXTRA_HOOKS`` appends more by name.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from segkit.engine.checkpoint import Checkpointer, capture_rng_state
+from segkit.engine.comm import all_gather_object, is_main_process
+from segkit.engine.train_loop import HookBase
+from segkit.registry import HOOK_REGISTRY
+
+__all__ = [
+    "IterationTimer",
+    "LRScheduler",
+    "PeriodicCheckpointer",
+    "EvalHook",
+    "BestCheckpointer",
+    "PeriodicWriter",
+    "TrainingCurves",
+    "flatten_results",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def flatten_results(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
+    """``{"sem_seg": {"mIoU": x}}`` -> ``{"sem_seg/mIoU": x}``."""
+    return {f"{variant}/{k}": v for variant, metrics in results.items() for k, v in metrics.items()}
+
+
+class IterationTimer(HookBase):
+    """Record each step's wall time as ``time`` and log the total at the end."""
+
+    def before_train(self) -> None:
+        self._train_start = time.perf_counter()
+
+    def before_step(self) -> None:
+        self._step_start = time.perf_counter()
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("time", time.perf_counter() - self._step_start)
+
+    def after_train(self) -> None:
+        done = self.trainer.iter - self.trainer.start_iter
+        total = time.perf_counter() - self._train_start
+        logger.info("Trained %d iterations in %s (%.3f s/it)", done, datetime.timedelta(seconds=int(total)),
+                    total / max(done, 1))
+
+
+class LRScheduler(HookBase):
+    """Record the learning rate used by this step as ``lr``, then step the scheduler once."""
+
+    def __init__(self, optimizer, scheduler) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("lr", self.optimizer.param_groups[0]["lr"], smoothing_hint=False)
+        self.scheduler.step()
+
+
+def _resume_state(trainer) -> Dict[str, Any]:
+    """What a checkpoint needs beyond model/optimizer/scheduler for an exact resume."""
+    return {
+        "iteration": int(trainer.iter),
+        # Each process' RNG (dropout, random augmentation in the main process, ...).
+        "rng": all_gather_object(capture_rng_state()),
+        "data": {"batches_consumed": (int(trainer.iter) + 1) * getattr(trainer, "accum_steps", 1)},
+    }
+
+
+class PeriodicCheckpointer(HookBase):
+    """Save ``model_<iter>.pth`` every ``period`` iterations and ``model_final.pth`` at the end.
+
+    Args:
+        checkpointer: the :class:`Checkpointer` that writes (atomically).
+        period: iterations between saves (0 = only the final one).
+        max_iter: to recognise the last iteration.
+        max_to_keep: periodic files kept (oldest deleted first; 0 = all).
+    """
+
+    def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int, max_to_keep: int = 0) -> None:
+        self.checkpointer = checkpointer
+        self.period = int(period)
+        self.max_iter = int(max_iter)
+        self.max_to_keep = int(max_to_keep)
+
+    def after_step(self) -> None:
+        it = self.trainer.iter
+        last = it + 1 >= self.max_iter
+        if self.period > 0 and (it + 1) % self.period == 0 and not last:
+            extra = _resume_state(self.trainer)
+            self.checkpointer.save(f"model_{it:07d}", **extra)
+            self.checkpointer.prune(self.max_to_keep)
+        elif last:
+            self.checkpointer.save("model_final", **_resume_state(self.trainer))
+
+
+class EvalHook(HookBase):
+    """Run ``eval_function(final: bool) -> results`` every ``period`` iterations and at the end.
+
+    Results (``{variant: {metric: value}}``) are flattened to ``variant/metric`` scalars
+    in the event storage and kept in :attr:`latest_results`.
+    """
+
+    def __init__(self, period: int, eval_function: Callable[[bool], Dict[str, Dict[str, float]]], max_iter: int):
+        self.period = int(period)
+        self.eval_function = eval_function
+        self.max_iter = int(max_iter)
+        self.latest_results: Dict[str, Dict[str, float]] = {}
+
+    def _do_eval(self, final: bool) -> None:
+        results = self.eval_function(final) or {}
+        self.latest_results = results
+        for k, v in flatten_results(results).items():
+            if not math.isnan(v):
+                self.trainer.storage.put_scalar(k, v, smoothing_hint=False)
+
+    def after_step(self) -> None:
+        it = self.trainer.iter + 1
+        final = it >= self.max_iter
+        if final or (self.period > 0 and it % self.period == 0):
+            self._do_eval(final)
+
+
+class BestCheckpointer(HookBase):
+    """Save ``model_best.pth`` whenever ``metric`` improves on its best value.
+
+    Runs after :class:`EvalHook` in the same step; the best value survives resumes in
+    ``<save_dir>/best_metric.json``.
+
+    Args:
+        checkpointer: writes the file.
+        metric: flattened metric name (``"sem_seg/mIoU"``).
+        mode: ``"max"`` or ``"min"``.
+    """
+
+    def __init__(self, checkpointer: Checkpointer, metric: str, mode: str = "max") -> None:
+        if mode not in ("max", "min"):
+            raise ValueError(f"TEST.BEST_MODE must be 'max' or 'min', got '{mode}'.")
+        self.checkpointer = checkpointer
+        self.metric = metric
+        self.mode = mode
+        self.best: Optional[float] = None
+        self._path = os.path.join(checkpointer.save_dir, "best_metric.json")
+
+    def before_train(self) -> None:
+        if os.path.isfile(self._path):
+            with open(self._path, "r", encoding="utf-8") as f:
+                self.best = json.load(f)["value"]
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def after_step(self) -> None:
+        latest = self.trainer.storage.latest()
+        if self.metric not in latest:
+            return
+        value, it = latest[self.metric]
+        if it != self.trainer.iter or math.isnan(value) or not self._better(value):
+            return
+        self.best = value
+        # model_best is not where --resume continues from: last_checkpoint keeps pointing at the latest.
+        self.checkpointer.save("model_best", tag_last=False, **_resume_state(self.trainer),
+                               best_metric={self.metric: value})
+        if is_main_process():
+            with open(self._path + ".tmp", "w", encoding="utf-8") as f:
+                json.dump({"metric": self.metric, "value": value, "iteration": it}, f)
+            os.replace(self._path + ".tmp", self._path)
+        logger.info("New best %s = %.4f at iteration %d (saved model_best.pth)", self.metric, value, it + 1)
+
+
+class PeriodicWriter(HookBase):
+    """Call every writer's ``write()`` every ``period`` iterations, at the end and after evaluations."""
+
+    def __init__(self, writers: Sequence[Any], period: int = 20) -> None:
+        self.writers = list(writers)
+        self.period = max(int(period), 1)
+
+    def after_step(self) -> None:
+        it = self.trainer.iter + 1
+        latest = self.trainer.storage.latest()
+        evaluated = any("/" in k and v[1] == self.trainer.iter for k, v in latest.items())
+        if it % self.period == 0 or it == self.trainer.max_iter or evaluated:
+            for w in self.writers:
+                w.write()
+
+    def after_train(self) -> None:
+        for w in self.writers:
+            w.write()
+            w.close()
+
+
+class TrainingCurves(HookBase):
+    """Draw loss and metric curves from ``metrics.jsonl`` (so resumed runs show all of it)."""
+
+    def __init__(self, metrics_file: str, out_dir: str, metric_names: Sequence[str] = ("sem_seg/mIoU",)) -> None:
+        self.metrics_file = metrics_file
+        self.out_dir = out_dir
+        self.metric_names = list(metric_names)
+
+    def after_train(self) -> None:
+        if not is_main_process() or not os.path.isfile(self.metrics_file):
+            return
+        from segkit.engine.visualization import save_training_curves
+
+        paths = save_training_curves(self.metrics_file, self.out_dir, self.metric_names)
+        logger.info("Saved curves: %s", ", ".join(paths))
+
+
+# ----------------------------------------------------------------------------- registry
+@HOOK_REGISTRY.register(name="IterationTimer")
+def _build_iteration_timer(cfg, trainer) -> IterationTimer:
+    return IterationTimer()
+
+
+@HOOK_REGISTRY.register(name="LRScheduler")
+def _build_lr_scheduler_hook(cfg, trainer) -> LRScheduler:
+    return LRScheduler(trainer.optimizer, trainer.scheduler)
+
+
+@HOOK_REGISTRY.register(name="PeriodicCheckpointer")
+def _build_periodic_checkpointer(cfg, trainer) -> PeriodicCheckpointer:
+    return PeriodicCheckpointer(trainer.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER,
+                                cfg.SOLVER.MAX_TO_KEEP)
+
+
+@HOOK_REGISTRY.register(name="EvalHook")
+def _build_eval_hook(cfg, trainer) -> EvalHook:
+    return EvalHook(cfg.TEST.EVAL_PERIOD, trainer.evaluate_during_training, cfg.SOLVER.MAX_ITER)
+
+
+@HOOK_REGISTRY.register(name="BestCheckpointer")
+def _build_best_checkpointer(cfg, trainer) -> Optional[BestCheckpointer]:
+    if not cfg.TEST.BEST_METRIC:
+        return None
+    return BestCheckpointer(trainer.checkpointer, cfg.TEST.BEST_METRIC, cfg.TEST.BEST_MODE)
+
+
+@HOOK_REGISTRY.register(name="PeriodicWriter")
+def _build_periodic_writer(cfg, trainer) -> Optional[PeriodicWriter]:
+    if not is_main_process():
+        return None
+    return PeriodicWriter(trainer.build_writers(), cfg.SOLVER.LOG_PERIOD)
+
+
+@HOOK_REGISTRY.register(name="TrainingCurves")
+def _build_training_curves(cfg, trainer) -> TrainingCurves:
+    metrics = [cfg.TEST.BEST_METRIC] if cfg.TEST.BEST_METRIC else []
+    return TrainingCurves(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), os.path.join(cfg.OUTPUT_DIR, "pictures"),
+                          metrics)
+
+
+DEFAULT_HOOKS: List[str] = [
+    "IterationTimer",
+    "LRScheduler",
+    "PeriodicCheckpointer",
+    "EvalHook",
+    "BestCheckpointer",
+    "PeriodicWriter",
+    "TrainingCurves",
+]
