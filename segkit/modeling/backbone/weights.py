@@ -129,7 +129,8 @@ def load_backbone_weights(
         A :class:`LoadReport`; missing and unexpected keys are also logged as warnings.
 
     Raises:
-        FileNotFoundError: the file cannot be found. ValueError: shapes differ.
+        FileNotFoundError: the file cannot be found. ValueError: shapes differ, or
+        no key matches (weights of another architecture).
     """
     path = resolve_weights_file(spec)
     sd = read_state_dict(path)
@@ -146,6 +147,11 @@ def load_backbone_weights(
     report.missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     report.unexpected = list(result.unexpected_keys)
     report.loaded = sorted(k for k in sd if k in module_sd)
+    if not report.loaded:
+        raise ValueError(
+            f"Pretrained weights {path} share no parameter names with {type(module).__name__} "
+            f"(file keys start {sorted(sd)[:3]}): weights of another architecture?"
+        )
     if report.missing or report.unexpected:
         logger.warning("Backbone weights: %s", report.summary())
     else:

@@ -67,7 +67,7 @@ class DeepLabV2Head(nn.Module):
         self.branches = nn.ModuleList(
             _branch(in_channels, num_classes, r, branch_channels, dropout) for r in self.rates
         )
-        self.output_stride = input_shape[self.in_feature].stride
+        self.stride = input_shape[self.in_feature].stride
         self.num_classes = num_classes
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -46,7 +46,7 @@ class FCNHead(nn.Module):
     """Score layers on one or more maps, fused coarse to fine by learnt 2x upsampling.
 
     ``forward(features)``: each ``features[name]`` is ``(N, C_name, H/s, W/s)``;
-    returns logits ``(N, K, h, w)`` at the finest map's size (stride ``output_stride``).
+    returns logits ``(N, K, h, w)`` at the finest map's size (stride ``self.stride``).
     """
 
     def __init__(
@@ -78,7 +78,7 @@ class FCNHead(nn.Module):
             if s_coarse % s_fine:
                 raise ValueError(f"FCNHead: stride {s_coarse} of '{coarse}' is not a multiple of {s_fine} of '{fine}'.")
             self.upsample[fine] = BilinearDeconv(num_classes, s_coarse // s_fine, learnable=learn_upsample)
-        self.output_stride = strides[0]
+        self.stride = strides[0]
         self.num_classes = num_classes
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
