@@ -1,0 +1,343 @@
+"""Fully-connected CRF (Krähenbühl and Koltun, NIPS 2011) as used by DeepLab v2.
+
+DeepLab v2 (Chen et al., TPAMI 2018, sec. 3.3, eq. 3-4) refines the network's
+softmax with a dense CRF whose energy is
+
+    E(x) = sum_i -log P(x_i) + sum_{i<j} mu(x_i, x_j) [
+        w1 exp(-|p_i - p_j|^2 / (2 θα^2) - |I_i - I_j|^2 / (2 θβ^2))   # appearance
+      + w2 exp(-|p_i - p_j|^2 / (2 θγ^2)) ]                                # smoothness
+
+with a Potts compatibility mu = [x_i != x_j], minimised approximately with a few
+mean-field iterations. DeepLab's PASCAL VOC setting (sec. 4.1, "CRF"): w2 = 3,
+θγ = 3 and, found by cross-validation on 100 val images, w1 = 4, θα = 121, θβ = 5;
+10 iterations.
+
+Two backends with the same parameters:
+
+* ``"native"``: PyTorch, batched, any device, using :mod:`segkit.postprocess.permutohedral`.
+  It follows Krähenbühl's released code step for step (symmetric normalisation of
+  each kernel, message = normalised lattice filter including the pixel itself,
+  Potts update ``-w * message``), so labels agree with pydensecrf's on ~100% of
+  pixels.
+* ``"pydensecrf"``: the reference C++ code through the ``pydensecrf`` module
+  (``pip install pydensecrf2``); CPU, one image at a time, a batch spread over
+  worker processes.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from segkit.postprocess.permutohedral import PermutohedralLattice
+from segkit.registry import POSTPROCESSOR_REGISTRY
+
+__all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "BACKENDS"]
+
+BACKENDS = ("native", "pydensecrf")
+
+# Probabilities are floored before the log so a confident network cannot make a
+# label impossible (the same floor as pydensecrf.utils.unary_from_softmax).
+_PROB_FLOOR = 1e-5
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class CRFParams:
+    """Dense CRF parameters, with DeepLab v2's PASCAL VOC values as defaults.
+
+    Attributes:
+        w1: weight of the bilateral (appearance) kernel.
+        theta_alpha: spatial std (pixels) of the bilateral kernel.
+        theta_beta: colour std (0-255 intensity units) of the bilateral kernel.
+        w2: weight of the Gaussian (smoothness) kernel.
+        theta_gamma: spatial std (pixels) of the Gaussian kernel.
+        iterations: mean-field iterations.
+    """
+
+    w1: float = 4.0
+    theta_alpha: float = 121.0
+    theta_beta: float = 5.0
+    w2: float = 3.0
+    theta_gamma: float = 3.0
+    iterations: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("theta_alpha", "theta_beta", "theta_gamma"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"dense CRF: {name} must be > 0, got {getattr(self, name)}")
+        for name in ("w1", "w2"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"dense CRF: {name} must be >= 0, got {getattr(self, name)}")
+        if int(self.iterations) != self.iterations or self.iterations < 0:
+            raise ValueError(f"dense CRF: iterations must be a non-negative integer, got {self.iterations}")
+
+
+# --------------------------------------------------------------------------- #
+# Native backend
+# --------------------------------------------------------------------------- #
+def _divide(values: torch.Tensor, theta: float) -> torch.Tensor:
+    # A true float32 division by a tensor (not a multiplication by a reciprocal,
+    # which some scalar kernels use), as the reference computes its features.
+    return values / torch.full_like(values, theta)
+
+
+def _features(images: torch.Tensor, params: CRFParams):
+    """Kernel features for images (B, H, W, 3) uint8 -> (B, H*W, 2) and (B, H*W, 5).
+
+    The order (x, y, r, g, b), row-major pixels, matches DenseCRF2D so that the
+    lattice is built from the same floats.
+    """
+    b, h, w, _ = images.shape
+    device = images.device
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    xy = torch.stack([xs, ys], dim=-1).reshape(1, h * w, 2).expand(b, -1, -1)
+    colour = images.reshape(b, h * w, 3).to(torch.float32)
+    smooth = _divide(xy, params.theta_gamma)
+    appearance = torch.cat([_divide(xy, params.theta_alpha), _divide(colour, params.theta_beta)], dim=-1)
+    return smooth, appearance
+
+
+def _exp_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over labels of (P, K) energies, in the reference's order of operations."""
+    e = torch.exp(x - x.amax(dim=1, keepdim=True))
+    return e / e.sum(dim=1, keepdim=True)
+
+
+class _Kernel:
+    """One symmetric-normalised Gaussian kernel with a Potts compatibility of weight w."""
+
+    def __init__(self, features: torch.Tensor, weight: float) -> None:
+        self.lattice = PermutohedralLattice(features)
+        ones = torch.ones(features.shape[0] * features.shape[1], 1, dtype=torch.float32, device=features.device)
+        norm = self.lattice.filter(ones).to(torch.float64)
+        # NORMALIZE_SYMMETRIC: D^{-1/2} K D^{-1/2}, computed in double as the reference.
+        self.norm = (1.0 / torch.sqrt(norm + 1e-20)).to(torch.float32)
+        self.neg_weight = -float(np.float32(weight))
+
+    def message(self, q: torch.Tensor) -> torch.Tensor:
+        """Potts pairwise term for beliefs q (P, K): -w * D^-1/2 K D^-1/2 q."""
+        filtered = self.lattice.filter(q * self.norm) * self.norm
+        return self.neg_weight * filtered
+
+
+def _mean_field(unary: torch.Tensor, kernels: Sequence[_Kernel], iterations: int) -> torch.Tensor:
+    """Mean-field inference (Krähenbühl and Koltun 2011, alg. 1) on (P, K) unaries."""
+    neg_unary = -unary
+    q = _exp_normalize(neg_unary)
+    for _ in range(iterations):
+        energy = neg_unary
+        for kernel in kernels:
+            energy = energy - kernel.message(q)
+        q = _exp_normalize(energy)
+    return q
+
+
+def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) -> torch.Tensor:
+    """Native dense CRF: images (B, H, W, 3) uint8, unary (B, K, H, W) -> Q (B, K, H, W)."""
+    b, k, h, w = unary.shape
+    smooth, appearance = _features(images, params)
+    kernels = []
+    # Same order as DeepLab / pydensecrf scripts: smoothness first, then appearance.
+    if params.w2 > 0:
+        kernels.append(_Kernel(smooth, params.w2))
+    if params.w1 > 0:
+        kernels.append(_Kernel(appearance, params.w1))
+    rows = unary.permute(0, 2, 3, 1).reshape(b * h * w, k)
+    q = _mean_field(rows, kernels, int(params.iterations))
+    return q.reshape(b, h, w, k).permute(0, 3, 1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- #
+# pydensecrf backend
+# --------------------------------------------------------------------------- #
+def _import_pydensecrf():
+    try:
+        import pydensecrf.densecrf as dcrf
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "The 'pydensecrf' dense-CRF backend needs the pydensecrf module: "
+            "`pip install pydensecrf2` (or use backend='native', which needs nothing extra)."
+        ) from exc
+    return dcrf
+
+
+def _pydensecrf_one(image: np.ndarray, unary: np.ndarray, params: Dict[str, Any]) -> np.ndarray:
+    """Reference CRF on one image (H, W, 3) uint8 with unary (K, H, W) -> Q (K, H, W)."""
+    dcrf = _import_pydensecrf()
+    k, h, w = unary.shape
+    crf = dcrf.DenseCRF2D(w, h, k)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary.reshape(k, -1), dtype=np.float32))
+    if params["w2"] > 0:
+        crf.addPairwiseGaussian(sxy=params["theta_gamma"], compat=params["w2"])
+    if params["w1"] > 0:
+        crf.addPairwiseBilateral(
+            sxy=params["theta_alpha"], srgb=params["theta_beta"], rgbim=np.ascontiguousarray(image), compat=params["w1"]
+        )
+    q = np.asarray(crf.inference(int(params["iterations"])), dtype=np.float32)
+    return q.reshape(k, h, w)
+
+
+def _pydensecrf_batch(images: np.ndarray, unary: np.ndarray, params: CRFParams, num_workers: int) -> np.ndarray:
+    """images (B, H, W, 3) uint8, unary (B, K, H, W) float32 -> Q (B, K, H, W)."""
+    _import_pydensecrf()
+    p = asdict(params)
+    if num_workers <= 1 or len(images) <= 1:
+        return np.stack([_pydensecrf_one(im, un, p) for im, un in zip(images, unary)])
+    with ProcessPoolExecutor(max_workers=min(num_workers, len(images))) as pool:
+        return np.stack(list(pool.map(_pydensecrf_one, images, unary, [p] * len(images))))
+
+
+# --------------------------------------------------------------------------- #
+# Public API
+# --------------------------------------------------------------------------- #
+def _unary_from_probs(probs: torch.Tensor) -> torch.Tensor:
+    """DeepLab's unary: the negative log of the (floored) softmax probability."""
+    return -torch.log(probs.to(torch.float32).clamp(_PROB_FLOOR, 1.0))
+
+
+def _check_batch(images: torch.Tensor, probs: torch.Tensor) -> None:
+    if probs.dim() != 4:
+        raise ValueError(f"dense CRF: probs must be (N, K, H, W); got shape {tuple(probs.shape)}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"dense CRF: images must be (N, 3, H, W) uint8; got shape {tuple(images.shape)}")
+    if images.shape[0] != probs.shape[0] or images.shape[2:] != probs.shape[2:]:
+        raise ValueError(
+            f"dense CRF: images {tuple(images.shape)} and probs {tuple(probs.shape)} differ in batch or size"
+        )
+    if images.dtype != torch.uint8:
+        raise ValueError(f"dense CRF: images must be uint8 on the 0-255 scale, got {images.dtype}")
+
+
+def dense_crf_batch(
+    images: torch.Tensor,
+    probs: torch.Tensor,
+    params: Optional[CRFParams] = None,
+    backend: str = "native",
+    num_workers: int = 0,
+) -> torch.Tensor:
+    """Refine a batch of softmax outputs with the dense CRF.
+
+    Args:
+        images: (N, 3, H, W) uint8, RGB, 0-255.
+        probs: (N, K, H, W) probabilities (each pixel sums to 1).
+        params: CRF parameters; DeepLab v2's VOC values when None.
+        backend: ``"native"`` (PyTorch, on ``probs``' device) or ``"pydensecrf"``.
+        num_workers: worker processes for the pydensecrf backend (0 or 1: in process).
+
+    Returns:
+        (N, K, H, W) float32 refined probabilities, on ``probs``' device.
+    """
+    params = params or CRFParams()
+    _check_batch(images, probs)
+    unary = _unary_from_probs(probs)
+    hwc = images.permute(0, 2, 3, 1).contiguous()
+    if backend == "native":
+        return _native_batch(hwc.to(unary.device), unary, params)
+    if backend == "pydensecrf":
+        q = _pydensecrf_batch(hwc.cpu().numpy(), unary.cpu().numpy(), params, num_workers)
+        return torch.from_numpy(q).to(probs.device)
+    raise ValueError(f"dense CRF: unknown backend '{backend}'; choose one of {BACKENDS}")
+
+
+def dense_crf(
+    image: ArrayLike,
+    probs: ArrayLike,
+    *,
+    w1: float = 4.0,
+    theta_alpha: float = 121.0,
+    theta_beta: float = 5.0,
+    w2: float = 3.0,
+    theta_gamma: float = 3.0,
+    iterations: int = 10,
+    backend: str = "native",
+    output: str = "probs",
+    device: Optional[Union[str, torch.device]] = None,
+) -> ArrayLike:
+    """Dense CRF on one image, without a config (DeepLab v2's VOC parameters by default).
+
+    Args:
+        image: (H, W, 3) uint8 RGB image, numpy array or tensor.
+        probs: (K, H, W) softmax probabilities, numpy array or tensor.
+        w1, theta_alpha, theta_beta: bilateral (appearance) kernel weight and widths.
+        w2, theta_gamma: Gaussian (smoothness) kernel weight and width.
+        iterations: mean-field iterations.
+        backend: ``"native"`` (PyTorch) or ``"pydensecrf"`` (``pip install pydensecrf2``).
+        output: ``"probs"`` for (K, H, W) float32 marginals or ``"labels"`` for (H, W) int64.
+        device: device for the native backend; defaults to ``probs``' device (CPU for numpy).
+
+    Returns:
+        The refined probabilities or labels, as numpy if ``probs`` was numpy, else a tensor.
+
+    Example:
+        >>> labels = dense_crf(image, softmax, output="labels")  # doctest: +SKIP
+    """
+    if output not in ("probs", "labels"):
+        raise ValueError(f"dense_crf: output must be 'probs' or 'labels', got '{output}'")
+    as_numpy = isinstance(probs, np.ndarray)
+    probs_t = torch.as_tensor(probs)
+    image_t = torch.as_tensor(image)
+    if device is not None:
+        probs_t = probs_t.to(device)
+    if image_t.dim() != 3 or image_t.shape[2] != 3:
+        raise ValueError(f"dense_crf: image must be (H, W, 3) uint8; got shape {tuple(image_t.shape)}")
+    if probs_t.dim() != 3:
+        raise ValueError(f"dense_crf: probs must be (K, H, W); got shape {tuple(probs_t.shape)}")
+    params = CRFParams(w1, theta_alpha, theta_beta, w2, theta_gamma, iterations)
+    q = dense_crf_batch(image_t.permute(2, 0, 1)[None], probs_t[None], params, backend)[0]
+    result = q if output == "probs" else q.argmax(dim=0)
+    return result.cpu().numpy() if as_numpy else result
+
+
+@POSTPROCESSOR_REGISTRY.register()
+class DenseCRF:
+    """Post-processor: DeepLab v2's dense CRF on a batch of probabilities.
+
+    Args:
+        params: CRF parameters.
+        backend: ``"native"`` or ``"pydensecrf"``.
+        num_workers: worker processes for the pydensecrf backend.
+        input_format: channel order of the images it receives ("RGB" or "BGR");
+            the appearance kernel is fed RGB, as in DeepLab.
+    """
+
+    def __init__(
+        self,
+        params: Optional[CRFParams] = None,
+        backend: str = "native",
+        num_workers: int = 0,
+        input_format: str = "RGB",
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"DenseCRF: unknown backend '{backend}'; choose one of {BACKENDS}")
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"DenseCRF: input_format must be 'RGB' or 'BGR', got '{input_format}'")
+        if backend == "pydensecrf":
+            _import_pydensecrf()  # fail at build time, not at the first image
+        self.params = params or CRFParams()
+        self.backend = backend
+        self.num_workers = num_workers
+        self.input_format = input_format
+
+    @classmethod
+    def from_config(cls, cfg) -> "DenseCRF":
+        c = cfg.POSTPROCESS.CRF
+        params = CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS)
+        return cls(params, c.BACKEND, c.NUM_WORKERS, cfg.INPUT.FORMAT)
+
+    def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Refine probs (N, K, H, W) given images (N, 3, H, W) uint8 -> (N, K, H, W)."""
+        if self.input_format == "BGR":
+            images = images.flip(1)
+        return dense_crf_batch(images, probs, self.params, self.backend, self.num_workers).to(probs.dtype)
+
+    def __repr__(self) -> str:
+        return f"DenseCRF({self.params}, backend='{self.backend}')"

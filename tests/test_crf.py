@@ -1,0 +1,190 @@
+"""Dense CRF: native PyTorch backend against the pydensecrf reference on real photographs."""
+from __future__ import annotations
+
+import os
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segkit.postprocess import CRFParams, DenseCRF, PermutohedralLattice, dense_crf, dense_crf_batch
+
+PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
+pydensecrf = pytest.importorskip("pydensecrf.densecrf")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny images: intra-op threads only add synchronisation (and stall badly on a
+    # shared, oversubscribed CI machine).
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _photo(name: str, size=None) -> np.ndarray:
+    image = cv2.imread(os.path.join(PHOTOS, name), cv2.IMREAD_COLOR)
+    assert image is not None, name
+    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if size is not None:
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(image)
+
+
+def _colour_segmentation(image: np.ndarray, k: int, seed: int = 0):
+    """A realistic segmentation problem on a photo: 'ground truth' = nearest of k
+    colour prototypes (k-means), and a noisy soft classifier over it."""
+    pixels = image.reshape(-1, 3).astype(np.float32)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
+    cv2.setRNGSeed(seed)
+    _, _, centres = cv2.kmeans(pixels, k, None, criteria, 2, cv2.KMEANS_PP_CENTERS)
+    dist = ((image[None].astype(np.float32) - centres[:, None, None]) ** 2).sum(-1)
+    truth = dist.argmin(0)
+    rng = np.random.default_rng(seed)
+    logits = -dist / 800.0 + rng.normal(0.0, 1.5, dist.shape)
+    probs = np.exp(logits - logits.max(0))
+    return (probs / probs.sum(0)).astype(np.float32), truth
+
+
+@pytest.mark.parametrize(
+    "name,size,k,params",
+    [
+        ("chelsea.png", (225, 150), 6, CRFParams()),
+        ("coffee_300x200.png", None, 5, CRFParams(w1=5.0, theta_alpha=50.0, theta_beta=3.0, iterations=5)),
+        ("rocket.jpg", (240, 160), 4, CRFParams(w1=4.0, theta_alpha=80.0, theta_beta=13.0, w2=3.0, theta_gamma=1.0)),
+    ],
+)
+def test_native_labels_agree_with_pydensecrf_on_photos(name, size, k, params):
+    image = _photo(name, size)
+    probs, _ = _colour_segmentation(image, k)
+    kwargs = dict(
+        w1=params.w1, theta_alpha=params.theta_alpha, theta_beta=params.theta_beta,
+        w2=params.w2, theta_gamma=params.theta_gamma, iterations=params.iterations,
+    )
+    ref = dense_crf(image, probs, backend="pydensecrf", **kwargs)
+    native = dense_crf(image, probs, backend="native", **kwargs)
+    assert native.shape == ref.shape == probs.shape and native.dtype == np.float32
+    agreement = (native.argmax(0) == ref.argmax(0)).mean()
+    assert agreement >= 0.999, agreement
+    assert np.abs(native - ref).max() < 1e-3
+    # The CRF did something: a sizeable share of labels moved away from the argmax.
+    assert (ref.argmax(0) != probs.argmax(0)).mean() > 0.02
+
+
+def test_crf_denoises_a_noisy_classifier():
+    image = _photo("chelsea.png", (225, 150))
+    probs, truth = _colour_segmentation(image, 4, seed=1)
+    before = (probs.argmax(0) == truth).mean()
+    after = (dense_crf(image, probs, output="labels") == truth).mean()
+    assert after > before + 0.05, (before, after)
+
+
+def test_batch_equals_single_images():
+    a = _photo("coffee_300x200.png", (120, 80))
+    b = _photo("chelsea.png", (120, 80))
+    pa, _ = _colour_segmentation(a, 3)
+    pb, _ = _colour_segmentation(b, 3, seed=2)
+    images = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2)
+    batch = dense_crf_batch(images, torch.from_numpy(np.stack([pa, pb])))
+    single = [torch.from_numpy(dense_crf(im, p)) for im, p in ((a, pa), (b, pb))]
+    torch.testing.assert_close(batch, torch.stack(single), rtol=0, atol=1e-6)
+
+
+def test_pydensecrf_worker_processes_match_in_process():
+    image = _photo("coffee_300x200.png", (90, 60))
+    probs, _ = _colour_segmentation(image, 3)
+    images = torch.from_numpy(np.stack([image, image[::-1].copy()])).permute(0, 3, 1, 2)
+    p = torch.from_numpy(np.stack([probs, probs[:, ::-1].copy()]))
+    serial = dense_crf_batch(images, p, backend="pydensecrf", num_workers=0)
+    parallel = dense_crf_batch(images, p, backend="pydensecrf", num_workers=2)
+    torch.testing.assert_close(serial, parallel, rtol=0, atol=0)
+
+
+def test_zero_weights_return_the_unary_softmax():
+    image = _photo("coffee_300x200.png", (60, 40))
+    probs, _ = _colour_segmentation(image, 3)
+    out = dense_crf(image, probs, w1=0.0, w2=0.0)
+    expected = np.clip(probs, 1e-5, 1.0)
+    np.testing.assert_allclose(out, expected / expected.sum(0), atol=1e-6)
+
+
+def test_labels_output_and_tensor_io():
+    image = torch.from_numpy(_photo("coffee_300x200.png", (60, 40)))
+    probs = torch.softmax(torch.randn(4, 40, 60, generator=torch.Generator().manual_seed(0)), dim=0)
+    labels = dense_crf(image, probs, output="labels", iterations=2)
+    assert isinstance(labels, torch.Tensor) and labels.shape == (40, 60) and labels.dtype == torch.int64
+    assert labels.max() < 4
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(backend="cuda-magic"), "unknown backend"),
+        (dict(output="logits"), "output must be"),
+        (dict(theta_beta=0.0), "theta_beta must be > 0"),
+        (dict(iterations=-1), "iterations"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    image = np.zeros((8, 8, 3), np.uint8)
+    probs = np.full((2, 8, 8), 0.5, np.float32)
+    with pytest.raises(ValueError, match=message):
+        dense_crf(image, probs, **kwargs)
+
+
+def test_size_mismatch_is_reported():
+    images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="differ in batch or size"):
+        dense_crf_batch(images, torch.full((1, 2, 8, 9), 0.5))
+
+
+def test_missing_pydensecrf_names_the_distribution(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)
+    with pytest.raises(ImportError, match="pip install pydensecrf2"):
+        DenseCRF(backend="pydensecrf")
+    DenseCRF(backend="native")  # the native backend needs nothing extra
+
+
+def test_bgr_post_processor_matches_rgb():
+    image = _photo("coffee_300x200.png", (60, 40))
+    probs, _ = _colour_segmentation(image, 3)
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
+    p = torch.from_numpy(probs)[None]
+    out_rgb = DenseCRF(input_format="RGB")(p, rgb)
+    out_bgr = DenseCRF(input_format="BGR")(p, rgb.flip(1))
+    torch.testing.assert_close(out_rgb, out_bgr, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------- lattice itself
+def _brute_force_gaussian(features: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    dist2 = torch.cdist(features.double(), features.double()) ** 2
+    return torch.exp(-0.5 * dist2) @ values.double()
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5])
+def test_lattice_approximates_a_gaussian_filter(d):
+    g = torch.Generator().manual_seed(d)
+    features = torch.rand(1, 400, d, generator=g) * 4.0
+    values = torch.rand(400, 2, generator=g)
+    lattice = PermutohedralLattice(features)
+    approx = lattice.filter(values).double()
+    exact = _brute_force_gaussian(features[0], values)
+    # The lattice filter is a Gaussian up to a global scale (that the CRF's
+    # normalisation removes): compare shapes through the correlation.
+    corr = torch.corrcoef(torch.stack([approx.flatten(), exact.flatten()]))[0, 1]
+    assert corr > 0.97, corr
+
+
+def test_lattice_filter_is_linear_and_keeps_batch_elements_apart():
+    g = torch.Generator().manual_seed(0)
+    features = torch.rand(2, 300, 3, generator=g) * 5.0
+    lattice = PermutohedralLattice(features)
+    u, v = torch.rand(600, 1, generator=g), torch.rand(600, 1, generator=g)
+    ku, kv = lattice.filter(u), lattice.filter(v)
+    torch.testing.assert_close(lattice.filter(2 * u + v), 2 * ku + kv, rtol=1e-5, atol=1e-5)
+    # Batch elements never exchange mass: zero values in image 1 stay zero.
+    w = torch.cat([torch.rand(300, 1, generator=g), torch.zeros(300, 1)])
+    assert lattice.filter(w)[300:].abs().max() == 0
