@@ -197,6 +197,8 @@ _C.DATASETS.TEST = ("fashion_scenes_val",)
 _C.DATASETS.ROOT = ""
 # Skip records whose files are missing/unreadable/inconsistent (counted and reported) instead of raising.
 _C.DATASETS.SKIP_BAD_RECORDS = False
+# Folder-dataset description files (YAML/JSON) to register before loading; see docs/data.md.
+_C.DATASETS.FOLDER_DATASETS = []
 # The embedded FashionScenes dataset (generated once into $SEGKIT_CACHE).
 _C.DATASETS.FASHION_SCENES = CN()
 # Number of generated training scenes of the built-in fashion_scenes_train.
@@ -256,6 +258,24 @@ _C.SOLVER.AMP.DTYPE = "auto"
 _C.POSTPROCESS = CN()
 # Names in POSTPROCESSOR_REGISTRY applied in order at inference (e.g. ["DenseCRF"]).
 _C.POSTPROCESS.CHAIN = []
+# Dense CRF (post-processor "DenseCRF"); defaults are DeepLab v2's PASCAL VOC values.
+_C.POSTPROCESS.CRF = CN()
+# Implementation: "native" (PyTorch permutohedral lattice, CPU/GPU) or "pydensecrf" (pip install pydensecrf2).
+_C.POSTPROCESS.CRF.BACKEND = "native"
+# Weight w1 of the bilateral (appearance) kernel.
+_C.POSTPROCESS.CRF.W1 = 4.0
+# Spatial standard deviation theta_alpha (pixels) of the bilateral kernel.
+_C.POSTPROCESS.CRF.THETA_ALPHA = 121.0
+# Colour standard deviation theta_beta (0-255 units) of the bilateral kernel.
+_C.POSTPROCESS.CRF.THETA_BETA = 5.0
+# Weight w2 of the Gaussian (smoothness) kernel.
+_C.POSTPROCESS.CRF.W2 = 3.0
+# Spatial standard deviation theta_gamma (pixels) of the Gaussian kernel.
+_C.POSTPROCESS.CRF.THETA_GAMMA = 3.0
+# Number of mean-field iterations.
+_C.POSTPROCESS.CRF.ITERATIONS = 10
+# Worker processes the pydensecrf backend spreads a batch over (0 = in process).
+_C.POSTPROCESS.CRF.NUM_WORKERS = 0
 
 # ---------------------------------------------------------------------------- #
 # Test / evaluation
@@ -277,6 +297,24 @@ _C.TEST.BEST_METRIC = "sem_seg/mIoU"
 _C.TEST.BEST_MODE = "max"
 # Number of validation images drawn with predictions beside ground truth in OUTPUT_DIR/pictures.
 _C.TEST.VIS_NUM_IMAGES = 4
+# Test-time augmentation (segkit.postprocess): multi-scale + flip, probabilities averaged.
+_C.TEST.AUG = CN()
+# Run the model at every scale in SCALES (and flipped if FLIP) and average the softmax.
+_C.TEST.AUG.ENABLED = False
+# Resize factors of the input for test-time augmentation (DeepLab MSC: [0.5, 0.75, 1.0]).
+_C.TEST.AUG.SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+# Also run on the horizontally flipped input at each scale.
+_C.TEST.AUG.FLIP = True
+# Sliding-window inference for images larger than the training crop (segkit.postprocess).
+_C.TEST.SLIDING_WINDOW = CN()
+# Predict overlapping windows and average their probabilities instead of the whole image.
+_C.TEST.SLIDING_WINDOW.ENABLED = False
+# Window size [height, width] in pixels (usually the training crop).
+_C.TEST.SLIDING_WINDOW.CROP_SIZE = [512, 512]
+# Step between windows [height, width]; smaller than CROP_SIZE to overlap (MMSeg: 2/3 of the crop).
+_C.TEST.SLIDING_WINDOW.STRIDE = [341, 341]
+# Windows sent through the model per forward pass.
+_C.TEST.SLIDING_WINDOW.BATCH_SIZE = 4
 
 # ---------------------------------------------------------------------------- #
 # Misc

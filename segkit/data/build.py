@@ -44,8 +44,11 @@ def _dist_info() -> Tuple[int, int]:
 def get_dataset_records(cfg, names: Sequence[str]) -> List[dict]:
     """Records of several datasets, each tagged with its ``dataset_name``."""
     from segkit.data.datasets.fashion_scenes import configure_from_cfg
+    from segkit.data.datasets.folder import register_folder_dataset
 
     configure_from_cfg(cfg)
+    for description in cfg.DATASETS.FOLDER_DATASETS:
+        register_folder_dataset(description)
     records = []
     for name in names:
         records.extend(dict(r, dataset_name=name) for r in DatasetCatalog.get(name, cfg.DATASETS.ROOT))

@@ -60,14 +60,19 @@ class AlbumentationsFactory:
         # CoarseDropout & co. default fill_mask=None (mask untouched): keep that meaning.
         if "fill_mask" in p and p["fill_mask"].default is not None:
             args.setdefault("fill_mask", ignore_value)
-        if "fill" in p and pixel_mean is not None and isinstance(p["fill"].default, (int, float, tuple)):
+        if "fill" in p and pixel_mean is not None and "tuple" in str(p["fill"].annotation):
             args.setdefault("fill", tuple(float(m) for m in pixel_mean))
         if "transforms" in args:  # compositions: nested {NAME, ARGS} entries
             args["transforms"] = [build_transform(t, ignore_value, pixel_mean) for t in args["transforms"]]
         try:
-            return self.cls(**args)
+            transform = self.cls(**args)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"Cannot build transform {self.cls.__name__} with ARGS {args}: {exc}") from exc
+        # Some transforms (FrequencyMasking, TimeMasking) fill the mask with 0 without
+        # exposing the argument; 0 is a real class, so point them at the ignore label.
+        if "fill_mask" not in p and getattr(transform, "fill_mask", None) is not None:
+            transform.fill_mask = ignore_value
+        return transform
 
 
 def DeepLabRandomScaleCrop(
@@ -168,6 +173,26 @@ def apply_transforms(pipeline: Any, image: np.ndarray, mask: np.ndarray, seed: O
     return out["image"], out["mask"]
 
 
+class _GridElasticDeform(A.GridElasticDeform):
+    """``GridElasticDeform`` whose mask seams get the ignore label instead of 0.
+
+    albumentations warps each grid cell separately and leaves the pixels that no
+    warped cell covers at 0, which in a mask is a real class; here the mask is
+    shifted by one before warping so uncovered pixels can be told apart.
+    """
+
+    fill_mask = 0  # replaced by the ignore value by AlbumentationsFactory
+
+    def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
+        shifted = super().apply_to_mask(mask.astype(np.uint16) + 1, **params)
+        out = shifted.astype(np.int64) - 1
+        out[shifted == 0] = self.fill_mask
+        return out.astype(mask.dtype)
+
+
+_REPLACEMENTS = {"GridElasticDeform": _GridElasticDeform}
+
+
 def _register_albumentations() -> None:
     for name in sorted(dir(A)):
         obj = getattr(A, name)
@@ -175,7 +200,7 @@ def _register_albumentations() -> None:
             continue
         is_transform = issubclass(obj, BasicTransform) and name not in _BASE_CLASSES
         if is_transform or name in _COMPOSITIONS:
-            TRANSFORM_REGISTRY.register(AlbumentationsFactory(obj), name=name)
+            TRANSFORM_REGISTRY.register(AlbumentationsFactory(_REPLACEMENTS.get(name, obj)), name=name)
 
 
 _register_albumentations()

@@ -1,0 +1,130 @@
+"""TRANSFORM_REGISTRY: albumentations by name, DeepLab scale/crop, and no invented labels."""
+import albumentations as A
+import numpy as np
+import pytest
+from albumentations.core.transforms_interface import DualTransform
+
+from segkit.data.transforms import (
+    AlbumentationsFactory, DeepLabRandomScaleCrop, apply_transforms, build_transforms,
+)
+from segkit.registry import TRANSFORM_REGISTRY
+
+IGNORE = 255
+LABELS = {3, 7, 9}  # 0 deliberately absent: a fill with 0 would be an invented label
+# Required arguments of transforms that have no usable defaults.
+REQUIRED_ARGS = {
+    "CenterCrop": {"height": 24, "width": 24}, "RandomCrop": {"height": 24, "width": 24},
+    "CropNonEmptyMaskIfExists": {"height": 24, "width": 24}, "Resize": {"height": 50, "width": 37},
+    "RandomResizedCrop": {"size": (29, 31)}, "RandomSizedCrop": {"min_max_height": (10, 30), "size": (29, 31)},
+    "GridElasticDeform": {"num_grid_xy": (4, 4), "magnitude": 5}, "Crop": {"x_max": 20, "y_max": 25},
+    "PadIfNeeded": {"min_height": 64, "min_width": 70}, "Pad": {"padding": 7},
+    "LongestMaxSize": {"max_size": 61}, "SmallestMaxSize": {"max_size": 53},
+    "RandomScale": {"scale_limit": (-0.6, 0.9)}, "CropAndPad": {"px": (-5, 9)},
+}
+# Transforms that need inputs other than image+mask (boxes, metadata, 3-D volumes, a callable).
+NOT_IMAGE_MASK = {
+    "AtLeastOneBBoxRandomCrop", "BBoxSafeRandomCrop", "RandomSizedBBoxSafeCrop", "RandomCropNearBBox",
+    "CenterCrop3D", "CoarseDropout3D", "PadIfNeeded3D", "Pad3D", "RandomCrop3D", "CubicSymmetry",
+    "Mosaic", "OverlayElements", "Lambda", "ToTensor3D", "ToTensorV2",
+}
+
+
+def _dual_names():
+    out = []
+    for name, factory, _ in TRANSFORM_REGISTRY.entries():
+        cls = getattr(factory, "cls", None)
+        if cls is not None and issubclass(cls, DualTransform) and name not in NOT_IMAGE_MASK:
+            out.append(name)
+    return out + ["DeepLabRandomScaleCrop"]
+
+
+def test_registry_exposes_every_albumentations_transform():
+    for name in ("HorizontalFlip", "ElasticTransform", "RandomBrightnessContrast", "OneOf", "SomeOf", "Affine",
+                 "ColorJitter", "GaussNoise", "DeepLabRandomScaleCrop"):
+        assert name in TRANSFORM_REGISTRY
+    n_albu = sum(isinstance(f, AlbumentationsFactory) for _, f, _ in TRANSFORM_REGISTRY.entries())
+    assert n_albu >= 100
+    assert TRANSFORM_REGISTRY.provenance("HorizontalFlip").kind == "builtin"
+
+
+@pytest.mark.parametrize("name", _dual_names())
+def test_geometric_transform_invents_no_label(name):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    mask = np.full((40, 48), 3, np.uint8)
+    mask[5:25, 8:30] = 7
+    mask[15:35, 20:44] = 9
+    mask[0:3, :] = IGNORE
+    if name == "DeepLabRandomScaleCrop":
+        args = {"crop_size": 64, "scale_range": [0.3, 1.5]}
+    else:
+        args = {"p": 1.0, **REQUIRED_ARGS.get(name, {})}
+    pipe = build_transforms([{"NAME": name, "ARGS": args}], ignore_value=IGNORE, pixel_mean=(120, 110, 100))
+    for seed in range(4):
+        _, out = apply_transforms(pipe, image, mask, seed=seed)
+        invented = set(np.unique(out).tolist()) - LABELS - {IGNORE}
+        assert not invented, f"{name} invented labels {invented}"
+
+
+def test_deeplab_scale_crop_pads_with_ignore_and_mean():
+    image = np.full((10, 12, 3), 200, np.uint8)
+    mask = np.full((10, 12), 4, np.uint8)
+    t = build_transforms([{"NAME": "DeepLabRandomScaleCrop", "ARGS": {"crop_size": 32, "scale_range": [1.0, 1.0]}}],
+                         ignore_value=IGNORE, pixel_mean=(123.675, 116.28, 103.53))
+    img, m = apply_transforms(t, image, mask, seed=0)
+    assert img.shape == (32, 32, 3) and m.shape == (32, 32)
+    # Scale 1 and a 32x32 crop of a padded 10x12 image: content stays top-left (Caffe pads bottom/right).
+    assert (m[:10, :12] == 4).all() and (m[10:, :] == IGNORE).all() and (m[:, 12:] == IGNORE).all()
+    assert img[20, 20].tolist() == [124, 116, 104] and img[0, 0].tolist() == [200, 200, 200]
+
+
+def test_deeplab_scale_range_is_half_to_one_and_a_half():
+    image = np.zeros((100, 100, 3), np.uint8)
+    mask = np.zeros((100, 100), np.uint8)
+    scale = DeepLabRandomScaleCrop(crop_size=8).transforms[0]
+    sizes = []
+    for seed in range(200):
+        pipe = A.Compose([scale])
+        out = apply_transforms(pipe, image, mask, seed=seed)[1]
+        sizes.append(out.shape[0])
+    assert 50 <= min(sizes) < 56 and 144 < max(sizes) <= 150
+
+
+def test_masks_use_nearest_even_when_args_ask_for_linear_images():
+    image = np.zeros((8, 8, 3), np.uint8)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, 4:] = 10
+    pipe = build_transforms([{"NAME": "Resize", "ARGS": {"height": 13, "width": 13, "interpolation": 1}}])
+    _, out = apply_transforms(pipe, image, mask)
+    assert set(np.unique(out).tolist()) == {0, 10}
+
+
+def test_seeded_pipeline_is_reproducible_and_transforms_are_decorrelated():
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)
+    mask = rng.integers(0, 5, (30, 30), dtype=np.uint8)
+    pipe = build_transforms([{"NAME": "DeepLabRandomScaleCrop", "ARGS": {"crop_size": 24}},
+                             {"NAME": "HorizontalFlip", "ARGS": {"p": 0.5}}])
+    a = apply_transforms(pipe, image, mask, seed=123)
+    b = apply_transforms(pipe, image, mask, seed=123)
+    c = apply_transforms(pipe, image, mask, seed=124)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_nested_composition_from_yaml_entries():
+    pipe = build_transforms([{"NAME": "OneOf", "ARGS": {"p": 1.0, "transforms": [
+        {"NAME": "VerticalFlip", "ARGS": {"p": 1.0}}, {"NAME": "HorizontalFlip", "ARGS": {"p": 1.0}}]}}])
+    mask = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    _, out = apply_transforms(pipe, np.zeros((4, 4, 3), np.uint8), mask, seed=0)
+    assert np.array_equal(out, mask[::-1]) or np.array_equal(out, mask[:, ::-1])
+
+
+def test_bad_transform_entries_are_explained():
+    with pytest.raises(KeyError, match="Did you mean 'HorizontalFlip'"):
+        build_transforms([{"NAME": "HorizontalFlp"}])
+    with pytest.raises(ValueError, match="unknown keys"):
+        build_transforms([{"NAME": "HorizontalFlip", "PROB": 1}])
+    with pytest.raises(ValueError, match="Cannot build transform RandomCrop"):
+        build_transforms([{"NAME": "RandomCrop", "ARGS": {"hieght": 3}}])
