@@ -298,16 +298,18 @@ class Prediction:
 
 
 def _load_test_transform(cfg):
-    """The data subsystem's test-time transform, or None when it has none.
+    """The data subsystem's test-time pipeline (``INPUT.TEST_TRANSFORMS``), or None when empty.
 
-    The transform maps ``image (H, W, 3) uint8 -> image (H', W', 3) uint8``
-    deterministically (e.g. a resize); the predictor resizes probabilities back.
+    Built exactly as the test loader builds it (:class:`segkit.data.DatasetMapper`
+    with ``is_train=False``), so a prediction sees the pixels evaluation sees. The
+    pipeline maps an RGB ``(H, W, 3)`` uint8 image to an RGB uint8 image (possibly
+    resized; the predictor resizes probabilities back).
     """
-    try:
-        from segkit.data import build_test_transform
-    except ImportError:
+    if not list(cfg.INPUT.get("TEST_TRANSFORMS", [])):
         return None
-    return build_test_transform(cfg)
+    from segkit.data import DatasetMapper
+
+    return DatasetMapper.from_config(cfg, is_train=False).pipeline
 
 
 class Predictor:
@@ -350,6 +352,7 @@ class Predictor:
         self._chain = build_postprocessor_chain(self.cfg)
         self._transform = _load_test_transform(self.cfg)
         self._lock = threading.Lock()
+        self._transform_lock = threading.Lock()
 
     def _load_weights(self, weights: Optional[str]) -> str:
         path = weights if weights is not None else self.cfg.MODEL.WEIGHTS
@@ -370,11 +373,17 @@ class Predictor:
         """Validated image in the model's channel order after the test transform, and its original size."""
         arr, forced = check_image(image, where)
         size = (int(arr.shape[0]), int(arr.shape[1]))
-        if (forced or fmt) != self.input_format:
-            arr = np.ascontiguousarray(arr[:, :, ::-1])
-        if self._transform is not None:
-            arr = self._transform(arr)
-        return arr, size
+        fmt = forced or fmt
+        if self._transform is not None:  # data transforms run on RGB, like the mapper's
+            rgb = arr[:, :, ::-1] if fmt == "BGR" else arr
+            with self._transform_lock:  # albumentations objects are not documented as re-entrant
+                rgb = self._transform(image=np.ascontiguousarray(rgb))["image"]
+            arr, fmt = rgb, "RGB"
+            if arr.dtype != np.uint8 or arr.ndim != 3:
+                raise ValueError(f"INPUT.TEST_TRANSFORMS turned {where} into {arr.dtype} {arr.shape}; they must keep H x W x 3 uint8.")
+        if fmt != self.input_format:
+            arr = arr[:, :, ::-1]
+        return np.ascontiguousarray(arr), size
 
     # -- the device part --------------------------------------------------- #
     @torch.inference_mode()

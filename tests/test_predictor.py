@@ -255,3 +255,25 @@ def test_colorize_overlay_and_png(tmp_path):
 def test_check_image_accepts_tensor():
     arr, forced = check_image(torch.zeros(3, 4, 3, dtype=torch.uint8))
     assert arr.shape == (3, 4, 3) and forced is None
+
+
+def test_test_transforms_are_applied_and_undone(cfg):
+    cfg.INPUT.TEST_TRANSFORMS = [{"NAME": "Resize", "ARGS": {"height": 16, "width": 24}}]
+    cfg.INPUT.FORMAT = "BGR"
+    with pytest.warns(UserWarning):
+        pred = segkit.Predictor(cfg)
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)
+    out = pred(rgb, format="RGB", return_probs=True)
+    assert out.labels.shape == (37, 29) and out.probs.shape == (3, 37, 29)
+    # Reference: the data pipeline resizes the RGB image, the model sees BGR, probabilities go back to 37x29.
+    import albumentations as A
+    import cv2
+
+    small = A.Resize(16, 24, interpolation=cv2.INTER_LINEAR)(image=rgb)["image"][:, :, ::-1].copy()
+    with torch.no_grad():
+        probs = F.softmax(pred.model(torch.from_numpy(small).permute(2, 0, 1)[None]), 1)
+    probs = F.interpolate(probs, size=(37, 29), mode="bilinear", align_corners=False)[0].numpy()
+    np.testing.assert_allclose(out.probs, probs, atol=1e-5)
+    # Same pixels whichever channel order the caller declares.
+    np.testing.assert_allclose(pred(np.ascontiguousarray(rgb[:, :, ::-1]), return_probs=True).probs, out.probs, atol=1e-6)

@@ -141,6 +141,7 @@ def export(
     input_layout: str = "NHWC",
     with_probs: bool = False,
     opset: int = 17,
+    model: Optional[nn.Module] = None,
 ) -> str:
     """Export the whole inference pipeline of ``cfg`` + ``weights`` to one file.
 
@@ -152,6 +153,8 @@ def export(
         input_layout: ``"NHWC"`` (default) or ``"NCHW"`` layout of the uint8 ``image`` input.
         with_probs: add a ``probs`` (N, K, H, W) softmax output next to ``labels``.
         opset: ONNX opset version.
+        model: an already built CPU model to export instead of building ``cfg`` and
+            loading ``weights`` (e.g. straight after training).
 
     Returns:
         The path written.
@@ -162,7 +165,8 @@ def export(
         out = os.path.join(out, "model" + FORMATS[format])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     _warn_dropped_steps(cfg)
-    pipeline = make_pipeline(build_export_model(cfg, weights), input_layout, with_probs)
+    model = model.eval() if model is not None else build_export_model(cfg, weights)
+    pipeline = make_pipeline(model, input_layout, with_probs)
     metadata = bundle_metadata(cfg, input_layout, with_probs)
     if format == "torchscript":
         export_torchscript(pipeline, out, metadata)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -62,7 +63,9 @@ class ExportedSegmenter:
             raw = dict(self._session.get_modelmeta().custom_metadata_map)
         else:
             files = {TORCHSCRIPT_METADATA_FILE: ""}
-            self._module = torch.jit.load(path, map_location=self.device, _extra_files=files)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit is deprecated, still supported
+                self._module = torch.jit.load(path, map_location=self.device, _extra_files=files)
             raw = json.loads(files[TORCHSCRIPT_METADATA_FILE] or "{}")
         self.metadata = decode_metadata(raw)
 

@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from torch import nn
 
 from segkit.export.exporters import build_export_model, make_pipeline
 from segkit.export.runtime import ExportedSegmenter
@@ -45,17 +46,36 @@ def _torch_outputs(pipeline, image: np.ndarray, layout: str):
     return labels[0].numpy(), probs[0].numpy()
 
 
-def check_parity(cfg, weights: Optional[str], bundle: Union[str, ExportedSegmenter], images: Sequence[np.ndarray]) -> ParityReport:
+def _reference_model(cfg, weights: Optional[str], model: Optional[nn.Module]) -> nn.Module:
+    if model is not None:
+        return model.eval()
+    if not (weights or cfg.MODEL.WEIGHTS):
+        raise ValueError(
+            "check_parity needs the weights the bundle was exported with (weights= or MODEL.WEIGHTS), "
+            "or the model itself (model=); a freshly initialised model would not match."
+        )
+    return build_export_model(cfg, weights)
+
+
+def check_parity(
+    cfg,
+    weights: Optional[str],
+    bundle: Union[str, ExportedSegmenter],
+    images: Sequence[np.ndarray],
+    *,
+    model: Optional[nn.Module] = None,
+) -> ParityReport:
     """Run ``images`` through the bundle and through the PyTorch pipeline of ``cfg`` + ``weights``.
 
     Args:
         cfg, weights: the config and checkpoint the bundle was exported from.
         bundle: path of an exported file, or an opened :class:`ExportedSegmenter`.
         images: ``(H, W, 3)`` uint8 images in the bundle's ``input_format`` (sizes may differ).
+        model: the exported model itself (CPU, eval), instead of rebuilding it from ``weights``.
     """
     seg = bundle if isinstance(bundle, ExportedSegmenter) else ExportedSegmenter(bundle)
     layout = seg.metadata["input_layout"]
-    reference = make_pipeline(build_export_model(cfg, weights), layout, with_probs=True)
+    reference = make_pipeline(_reference_model(cfg, weights, model), layout, with_probs=True)
     same = total = 0
     prob_diff: Optional[float] = 0.0 if "probs" in seg.metadata["outputs"] else None
     margin, sizes, per_image = 0.0, [], []

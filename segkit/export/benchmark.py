@@ -1,0 +1,189 @@
+"""Latency percentiles, throughput and peak memory of a segmentation pipeline.
+
+Backends: ``"pytorch"`` (the eager :class:`SegmentationPipeline`, i.e. model +
+upsampling + arg-max under ``torch.inference_mode``), ``"torchscript"`` and
+``"onnx"`` (exported bundles). Every timed call ends with a device
+synchronisation, so latencies are wall-clock times of finished work.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (tensors only, reset
+before each setting); on the CPU, the process's peak resident set size, reset
+before each setting through ``/proc/self/clear_refs`` on Linux (without it,
+``getrusage``'s lifetime peak, flagged ``memory_kind="rss_lifetime_peak"``).
+"""
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["BenchmarkResult", "benchmark_runner", "percentile", "format_table", "make_runner"]
+
+
+@dataclass
+class BenchmarkResult:
+    """Timings of one (backend, device, batch size, image size) setting; times in milliseconds."""
+
+    backend: str
+    device: str
+    batch_size: int
+    height: int
+    width: int
+    iters: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput_img_s: float
+    peak_memory_mb: Optional[float]
+    memory_kind: str
+
+    def as_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated ``q``-th percentile (numpy's default method)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+# ---------------------------------------------------------------------------- #
+# Memory
+# ---------------------------------------------------------------------------- #
+def _read_status_kb(field: str) -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _MemoryMeter:
+    """Peak memory over a window: CUDA allocator peak or process peak RSS."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "rss_peak"
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif not _reset_rss_peak():
+            self.kind = "rss_lifetime_peak"
+
+    def peak_mb(self) -> Optional[float]:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.kind == "rss_peak":
+            kb = _read_status_kb("VmHWM")
+            if kb is not None:
+                return kb / 1024
+            self.kind = "rss_lifetime_peak"
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+        return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+# ---------------------------------------------------------------------------- #
+# Runners
+# ---------------------------------------------------------------------------- #
+def make_runner(backend: str, device: torch.device, model: Optional[torch.nn.Module] = None, bundle: Optional[str] = None):
+    """Return ``run(batch uint8 NHWC numpy) -> None`` for ``backend``, finishing its work before returning."""
+    if backend == "pytorch":
+        from segkit.export.exporters import make_pipeline
+
+        pipeline = make_pipeline(model.to(device).eval(), "NHWC")
+
+        def run(batch: np.ndarray) -> None:
+            with torch.inference_mode():
+                pipeline(torch.from_numpy(batch).to(device))
+            _sync(device)
+
+        return run
+    from segkit.export.runtime import ExportedSegmenter
+
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
+    seg = ExportedSegmenter(bundle, providers=providers, device=device)
+    if seg.metadata["input_layout"] != "NHWC":
+        raise ValueError(f"{bundle}: benchmark expects an NHWC bundle, got {seg.metadata['input_layout']}.")
+
+    def run_bundle(batch: np.ndarray) -> None:
+        seg.run_batch(batch)  # outputs come back as numpy: the work has finished
+        _sync(device)
+
+    return run_bundle
+
+
+def benchmark_runner(
+    run: Callable[[np.ndarray], None],
+    sizes: Sequence[Tuple[int, int]],
+    batch_sizes: Sequence[int],
+    device: torch.device,
+    backend: str,
+    warmup: int = 3,
+    iters: int = 20,
+    seed: int = 0,
+) -> List[BenchmarkResult]:
+    """Time ``run`` on random uint8 NHWC batches for every (size, batch size)."""
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"iters must be >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}.")
+    rng = np.random.default_rng(seed)
+    results = []
+    for (h, w) in sizes:
+        for n in batch_sizes:
+            batch = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+            for _ in range(warmup):
+                run(batch)
+            meter = _MemoryMeter(device)
+            meter.start()
+            times = []
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                run(batch)
+                times.append((time.perf_counter() - t0) * 1000.0)
+            mean = float(np.mean(times))
+            results.append(BenchmarkResult(
+                backend, str(device), n, h, w, iters, percentile(times, 50), percentile(times, 90),
+                percentile(times, 99), mean, n * 1000.0 / mean, meter.peak_mb(), meter.kind,
+            ))
+    return results
+
+
+def format_table(results: Sequence[BenchmarkResult]) -> str:
+    """A fixed-width table of results, one row per setting."""
+    head = f"{'backend':<12}{'device':<8}{'batch':>6}{'size':>12}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}{'peak MB':>10}  memory"
+    rows = [head, "-" * len(head)]
+    for r in results:
+        mem = "n/a" if r.peak_memory_mb is None or math.isnan(r.peak_memory_mb) else f"{r.peak_memory_mb:.1f}"
+        rows.append(
+            f"{r.backend:<12}{r.device:<8}{r.batch_size:>6}{f'{r.height}x{r.width}':>12}{r.p50_ms:>10.2f}"
+            f"{r.p90_ms:>10.2f}{r.p99_ms:>10.2f}{r.throughput_img_s:>10.2f}{mem:>10}  {r.memory_kind}"
+        )
+    return "\n".join(rows)
