@@ -235,6 +235,51 @@ _C.SOLVER.MAX_ITER = 1000
 _C.SOLVER.IMS_PER_BATCH = 8
 # Base learning rate.
 _C.SOLVER.BASE_LR = 0.01
+# --- Solver: optimiser, schedule and clipping keys (segkit.solver; see docs/losses_and_solver.md) ---
+# Name in OPTIMIZER_REGISTRY: "SGD" or "AdamW".
+_C.SOLVER.OPTIMIZER = "SGD"
+# SGD momentum (FCN and DeepLab: 0.9).
+_C.SOLVER.MOMENTUM = 0.9
+# Use Nesterov momentum with SGD.
+_C.SOLVER.NESTEROV = False
+# AdamW (beta1, beta2).
+_C.SOLVER.ADAM_BETAS = [0.9, 0.999]
+# AdamW epsilon.
+_C.SOLVER.ADAM_EPS = 1e-8
+# Weight decay of ordinary weights (FCN and DeepLab v2: 5e-4).
+_C.SOLVER.WEIGHT_DECAY = 0.0005
+# Weight decay of normalisation-layer parameters (0.0 = none on norm layers).
+_C.SOLVER.WEIGHT_DECAY_NORM = 0.0
+# Weight decay of biases outside norm layers; null = same as WEIGHT_DECAY, 0.0 = none.
+_C.SOLVER.WEIGHT_DECAY_BIAS = None
+# Learning-rate factor for every bias (Caffe FCN/DeepLab prototxts use 2.0).
+_C.SOLVER.BIAS_LR_FACTOR = 1.0
+# Per-module multipliers: list of {PATTERN (regex, full parameter name), LR_MULT, WEIGHT_DECAY_MULT}; first match wins.
+_C.SOLVER.PARAM_GROUPS = []
+# Name in LR_SCHEDULER_REGISTRY: "PolyLR", "MultiStepLR", "CosineLR" or "ConstantLR".
+_C.SOLVER.LR_SCHEDULER_NAME = "PolyLR"
+# Power of the poly schedule (1 - it / MAX_ITER) ** POLY_POWER (DeepLab v2: 0.9).
+_C.SOLVER.POLY_POWER = 0.9
+# Iterations at which MultiStepLR multiplies the learning rate by GAMMA.
+_C.SOLVER.STEPS = []
+# Factor applied at each of STEPS.
+_C.SOLVER.GAMMA = 0.1
+# Warmup iterations (0 = no warmup).
+_C.SOLVER.WARMUP_ITERS = 0
+# Learning-rate factor at iteration 0 of the warmup.
+_C.SOLVER.WARMUP_FACTOR = 0.001
+# Warmup shape: "linear" (factor rises to 1) or "constant" (factor until WARMUP_ITERS).
+_C.SOLVER.WARMUP_METHOD = "linear"
+# Gradient clipping applied by clip_gradients(cfg, parameters).
+_C.SOLVER.CLIP_GRADIENTS = CN()
+# Clip gradients before each optimizer step.
+_C.SOLVER.CLIP_GRADIENTS.ENABLED = False
+# "norm" (rescale to total norm <= CLIP_VALUE) or "value" (clamp each element to +-CLIP_VALUE).
+_C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+# The maximum norm or absolute value.
+_C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+# p of the p-norm for CLIP_TYPE "norm" (inf for the max norm).
+_C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 # --- engine keys of SOLVER (segkit.engine) ---
 # Save a checkpoint every N iterations (0 = only the final one).
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
