@@ -1,5 +1,20 @@
 """Post-processing: dense CRF (native PyTorch or pydensecrf), TTA and sliding window."""
+from segkit.postprocess.chain import PostprocessorChain, build_postprocessor, build_postprocessor_chain
 from segkit.postprocess.dense_crf import BACKENDS, CRFParams, DenseCRF, dense_crf, dense_crf_batch
+from segkit.postprocess.inference import SegmentationInference, build_inference, window_starts
 from segkit.postprocess.permutohedral import PermutohedralLattice
 
-__all__ = ["BACKENDS", "CRFParams", "DenseCRF", "PermutohedralLattice", "dense_crf", "dense_crf_batch"]
+__all__ = [
+    "BACKENDS",
+    "CRFParams",
+    "DenseCRF",
+    "PermutohedralLattice",
+    "PostprocessorChain",
+    "SegmentationInference",
+    "build_inference",
+    "build_postprocessor",
+    "build_postprocessor_chain",
+    "dense_crf",
+    "dense_crf_batch",
+    "window_starts",
+]

@@ -1,0 +1,58 @@
+"""The configured chain of post-processors (``POSTPROCESS.CHAIN``)."""
+from __future__ import annotations
+
+from typing import Callable, List, Sequence
+
+import torch
+
+from segkit.registry import POSTPROCESSOR_REGISTRY
+
+__all__ = ["PostprocessorChain", "build_postprocessor", "build_postprocessor_chain"]
+
+PostProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class PostprocessorChain:
+    """Applies post-processors in order; with none it returns the probabilities unchanged.
+
+    Args:
+        steps: callables ``(probs (N, K, H, W) float, images (N, 3, H, W) uint8) -> probs``.
+    """
+
+    def __init__(self, steps: Sequence[PostProcessor] = ()) -> None:
+        self.steps: List[PostProcessor] = list(steps)
+
+    def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Refine probs (N, K, H, W) given the images (N, 3, H, W) uint8 they came from."""
+        for step in self.steps:
+            out = step(probs, images)
+            if out.shape != probs.shape:
+                raise RuntimeError(
+                    f"post-processor {step!r} returned shape {tuple(out.shape)}, expected {tuple(probs.shape)}"
+                )
+            probs = out
+        return probs
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __bool__(self) -> bool:
+        return bool(self.steps)
+
+    def __repr__(self) -> str:
+        return f"PostprocessorChain({self.steps!r})"
+
+
+def build_postprocessor(cfg, name: str) -> PostProcessor:
+    """Build the post-processor registered as ``name`` (``from_config(cfg)`` if it has one)."""
+    obj = POSTPROCESSOR_REGISTRY.get(name)
+    return obj.from_config(cfg) if hasattr(obj, "from_config") else obj(cfg)
+
+
+def build_postprocessor_chain(cfg) -> PostprocessorChain:
+    """Build ``cfg.POSTPROCESS.CHAIN`` (identity when empty).
+
+    Returns:
+        A callable ``(probs (N, K, H, W), images (N, 3, H, W) uint8) -> probs``.
+    """
+    return PostprocessorChain([build_postprocessor(cfg, name) for name in cfg.POSTPROCESS.CHAIN])
