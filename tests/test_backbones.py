@@ -83,27 +83,31 @@ def test_gradients_reach_the_first_layer(name, overrides):
 
 
 @pytest.mark.parametrize(
-    "os_,kwargs,expected_strides,expected_rates",
+    "os_,kwargs,expected_strides,expected_rates,expected_entry",
     [
-        (32, {}, [1, 2, 2, 2], [[1] * 3, [1] * 4, [1] * 6, [1] * 3]),
-        (16, {}, [1, 2, 2, 1], [[1] * 3, [1] * 4, [1] * 6, [2] * 3]),
-        (8, {}, [1, 2, 1, 1], [[1] * 3, [1] * 4, [2] * 6, [4] * 3]),  # DeepLab v2
-        (16, {"multi_grid": [1, 2, 4]}, [1, 2, 2, 1], [[1] * 3, [1] * 4, [1] * 6, [2, 4, 8]]),
+        (32, {}, [1, 2, 2, 2], [[1] * 3, [1] * 4, [1] * 6, [1] * 3], [1, 1, 1, 1]),
+        (16, {}, [1, 2, 2, 1], [[1] * 3, [1] * 4, [1] * 6, [2] * 3], [1, 1, 1, 1]),
+        (8, {}, [1, 2, 1, 1], [[1] * 3, [1] * 4, [2] * 6, [4] * 3], [1, 1, 1, 2]),  # DeepLab v2
+        (16, {"multi_grid": [1, 2, 4]}, [1, 2, 2, 1], [[1] * 3, [1] * 4, [1] * 6, [2, 4, 8]], [1, 1, 1, 2]),
         (8, {"res4_dilations": [1, 2, 5], "res5_dilations": [5, 9, 17]}, [1, 2, 1, 1],
-         [[1] * 3, [1] * 4, [1, 2, 5, 1, 2, 5], [5, 9, 17]]),
+         [[1] * 3, [1] * 4, [1, 2, 5, 1, 2, 5], [5, 9, 17]], [1, 1, 1, 5]),
     ],
 )
-def test_stage_dilations(os_, kwargs, expected_strides, expected_rates):
-    strides, rates = stage_dilations(os_, (3, 4, 6, 3), **kwargs)
+def test_stage_dilations(os_, kwargs, expected_strides, expected_rates, expected_entry):
+    strides, rates, entry = stage_dilations(os_, (3, 4, 6, 3), **kwargs)
     assert strides == expected_strides
     assert rates == expected_rates
+    assert entry == expected_entry
 
 
 def test_dilation_is_applied_to_every_3x3_conv():
     m = ResNet(depth=50, width=4, output_stride=8, res4_dilations=[1, 2, 3])
     res4 = [b.conv2.dilation[0] for b in m.layer3]
     res5 = [b.conv2.dilation[0] for b in m.layer4]
-    assert res4 == [1, 2, 3, 1, 2, 3] and res5 == [4, 4, 4]
+    # res5's first 3x3 held the stride: it keeps res4's rate (2), the rest get 4.
+    assert res4 == [1, 2, 3, 1, 2, 3] and res5 == [2, 4, 4]
+    basic = ResNet(depth=18, width=4, output_stride=8)
+    assert [(b.conv1.dilation[0], b.conv2.dilation[0]) for b in basic.layer4] == [(2, 4), (4, 4)]
     assert all(b.conv2.padding == b.conv2.dilation for b in list(m.layer3) + list(m.layer4))
     assert m.layer3[0].conv2.stride == (1, 1) and m.layer3[0].downsample[0].stride == (1, 1)
 

@@ -4,7 +4,8 @@ Blocks are torchvision's (``BasicBlock``, ``Bottleneck``) and parameter names ma
 torchvision's ``ResNet`` (``conv1``, ``bn1``, ``layer1``..``layer4``), so ImageNet
 weights load without renaming. What torchvision lacks and segkit adds: a base
 width (a narrow ResNet-18 for CPU), dilation in every block of a stage as DeepLab v2
-does (torchvision keeps the previous rate in a stage's first block), dilated
+(the first block's formerly strided 3x3 keeps the previous rate, the rest of the
+stage gets the new one: exact filter rarefaction, FCN sec. 3.2, tested), dilated
 BasicBlocks, per-block rates (HDC sawtooth, multi-grid) and FrozenBN / FREEZE_AT.
 """
 from __future__ import annotations
@@ -47,6 +48,11 @@ def stage_dilations(
     A stage whose stride would take the output stride past ``output_stride`` keeps
     stride 1 and doubles the rate instead (DeepLab v2 sec. 3.1, atrous convolution
     replacing subsampling): output stride 8 gives res4 rate 2 and res5 rate 4.
+    The convolution that used to subsample (torchvision puts the stride in the
+    first block's 3x3) keeps the previous rate: only what follows a removed stride
+    is rarefied, so the dilated network computes exactly the strided network's
+    responses at every position (FCN sec. 3.2). DeepLab's Caffe ResNet strides in
+    the 1x1 convolution instead, where the same rule dilates the whole 3x3.
 
     Args:
         output_stride: 8, 16 or 32.
@@ -56,15 +62,18 @@ def stage_dilations(
         multi_grid: per-block multipliers of res5's rate (DeepLab v3 sec. 3.2).
 
     Returns:
-        ``(strides, rates)``: ``strides[i]`` of stage i, ``rates[i][j]`` of its block j.
+        ``(strides, rates, entry_rates)``: ``strides[i]`` of stage i, ``rates[i][j]``
+        of its block j, and ``entry_rates[i]``, the rate of the first block's
+        formerly strided 3x3 (= ``rates[i][0]`` where per-block rates are given).
     """
     if output_stride not in (8, 16, 32):
         raise ValueError(f"MODEL.RESNETS.OUTPUT_STRIDE must be 8, 16 or 32, got {output_stride}.")
     if res5_dilations and multi_grid:
         raise ValueError("Set MODEL.RESNETS.RES5_DILATIONS or MODEL.RESNETS.MULTI_GRID, not both.")
-    strides, rates, current, rate = [], [], 4, 1
+    strides, rates, entry, current, rate = [], [], [], 4, 1
     for i, n in enumerate(blocks):
         stride = 1 if i == 0 else 2
+        entry.append(rate)
         if current * stride > output_stride:
             rate, stride = rate * stride, 1
         current *= stride
@@ -76,15 +85,22 @@ def stage_dilations(
         rates[3] = [r for r, _ in zip(itertools.cycle(res5_dilations), range(blocks[3]))]
     if multi_grid:
         rates[3] = [rates[3][0] * m for m, _ in zip(itertools.cycle(multi_grid), range(blocks[3]))]
-    return strides, rates
+    for i, custom in ((2, res4_dilations), (3, res5_dilations or multi_grid)):
+        if custom:
+            entry[i] = rates[i][0]
+    return strides, rates, entry
 
 
-def _dilate(block: nn.Module, rate: int) -> None:
+def _dilate(block: nn.Module, rate: int, entry_rate: Optional[int] = None) -> None:
     # Built undilated (torchvision's BasicBlock refuses dilation), then every 3x3
-    # conv gets rate and "same" padding, which keeps the block's output size.
+    # conv gets its rate and "same" padding, which keeps the block's output size.
+    # The block's strided-position 3x3 (BasicBlock.conv1, Bottleneck.conv2) gets
+    # entry_rate when given.
+    strided = block.conv1 if isinstance(block, BasicBlock) else block.conv2
     for m in block.modules():
         if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3):
-            m.dilation, m.padding = (rate, rate), (rate, rate)
+            r = entry_rate if (m is strided and entry_rate is not None) else rate
+            m.dilation, m.padding = (r, r), (r, r)
 
 
 def _frozen_bn(bn: nn.Module) -> FrozenBatchNorm2d:
@@ -142,7 +158,7 @@ class ResNet(Backbone):
             raise ValueError(f"ResNet OUT_FEATURES {list(out_features)}: choose among 'stem', {', '.join(STAGES)}.")
         block, blocks = RESNET_SPECS[depth]
         norm_layer = norm_factory(norm) or nn.BatchNorm2d
-        strides, rates = stage_dilations(output_stride, blocks, res4_dilations, res5_dilations, multi_grid)
+        strides, rates, entry = stage_dilations(output_stride, blocks, res4_dilations, res5_dilations, multi_grid)
         self._out_features = [f for f in ("stem",) + STAGES if f in out_features]
         self.depth, self.rates = depth, rates
         self._build_stem(in_channels, width, norm_layer)
@@ -152,7 +168,7 @@ class ResNet(Backbone):
         inplanes, stride = width, 4
         for i in range(n_stages):
             planes = width * 2**i
-            layer = self._make_stage(block, inplanes, planes, strides[i], rates[i], norm_layer)
+            layer = self._make_stage(block, inplanes, planes, strides[i], rates[i], entry[i], norm_layer)
             self.add_module(f"layer{i + 1}", layer)
             inplanes, stride = planes * block.expansion, stride * strides[i]
             self._shapes[STAGES[i]] = ShapeSpec(channels=inplanes, stride=stride)
@@ -166,7 +182,9 @@ class ResNet(Backbone):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
     @staticmethod
-    def _make_stage(block, inplanes: int, planes: int, stride: int, rates: List[int], norm_layer) -> nn.Sequential:
+    def _make_stage(
+        block, inplanes: int, planes: int, stride: int, rates: List[int], entry_rate: int, norm_layer
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or inplanes != planes * block.expansion:
             downsample = nn.Sequential(
@@ -176,7 +194,7 @@ class ResNet(Backbone):
         layers = []
         for j, rate in enumerate(rates):
             b = block(inplanes, planes, stride if j == 0 else 1, downsample if j == 0 else None, norm_layer=norm_layer)
-            _dilate(b, rate)
+            _dilate(b, rate, entry_rate if j == 0 else None)
             layers.append(b)
             inplanes = planes * block.expansion
         return nn.Sequential(*layers)
