@@ -315,3 +315,30 @@ def test_build_loss_errors_are_actionable():
 def test_class_weights_are_not_in_the_state_dict():
     cfg = _cfg(num_classes=2, CLASS_WEIGHT__METHOD="explicit", CLASS_WEIGHT__VALUES=[1.0, 2.0])
     assert build_loss(cfg).state_dict() == {}
+
+
+def test_everything_is_selectable_from_yaml(tmp_path):
+    from segkit.config import load_config
+
+    path = tmp_path / "loss.yaml"
+    path.write_text(
+        "MODEL:\n"
+        "  NUM_CLASSES: 2\n"
+        "  LOSS:\n"
+        "    TERMS:\n"
+        "      - {NAME: CrossEntropy, WEIGHT: 1.0}\n"
+        "      - {NAME: Focal, WEIGHT: 0.5, ARGS: {GAMMA: 2.0, CLASS_WEIGHT: null, SELECTION: none}}\n"
+        "      - {NAME: Dice, WEIGHT: 2.0, ARGS: {SMOOTH: 0.0}, KEY: dice0}\n"
+        "    CLASS_WEIGHT: {METHOD: explicit, VALUES: [2.0, 1.0]}\n"
+        "    OHEM: {ENABLED: true, THRESH: 0.99, MIN_KEPT: 1}\n"
+    )
+    cfg = load_config(str(path), load_plugins=False)
+    loss = build_loss(cfg)
+    assert isinstance(loss.terms["cross_entropy"].selector, OhemSelector)
+    assert loss.terms["focal"].selector is None and loss.terms["focal"].class_weight is None
+    logits, target = _tiny()
+    out = loss(logits, target)
+    assert out["loss_cross_entropy"].item() == pytest.approx((LN43 + 2 * LN2) / 3, rel=1e-5)  # both below 0.99
+    assert out["loss_focal"].item() == pytest.approx(0.5 * (LN43 / 16 + LN2 / 4) / 2, rel=1e-5)
+    # Dice averages the classes with the config's weights [2, 1]
+    assert out["loss_dice0"].item() == pytest.approx(2 * (1 - (2 * 16 / 21 + 24 / 29) / 3), rel=1e-5)

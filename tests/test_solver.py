@@ -235,3 +235,34 @@ def test_clip_by_value_and_disabled():
     assert params[0].grad.tolist() == [1.0, -0.5] and params[1].grad.tolist() == [0.0, 1.0]
     with pytest.raises(ValueError, match="CLIP_TYPE"):
         clip_gradients(_cfg(CLIP_GRADIENTS__ENABLED=True, CLIP_GRADIENTS__CLIP_TYPE="l2"), params)
+
+
+def test_everything_is_selectable_from_yaml(tmp_path):
+    from segkit.config import load_config, save_config
+
+    path = tmp_path / "solver.yaml"
+    path.write_text(
+        "SOLVER:\n"
+        "  OPTIMIZER: SGD\n"
+        "  BASE_LR: 0.01\n"
+        "  MAX_ITER: 10\n"
+        "  WEIGHT_DECAY_BIAS: 0.0\n"
+        "  PARAM_GROUPS:\n"
+        "    - {PATTERN: \"head\\\\..*\", LR_MULT: 10.0}\n"
+        "  LR_SCHEDULER_NAME: PolyLR\n"
+        "  WARMUP_ITERS: 2\n"
+        "  WARMUP_FACTOR: 0.5\n"
+        "  CLIP_GRADIENTS: {ENABLED: true, CLIP_TYPE: value, CLIP_VALUE: 0.5}\n"
+    )
+    cfg = load_config(str(path), load_plugins=False)
+    cfg = load_config(save_config(cfg, str(tmp_path / "out")), load_plugins=False)  # survives a round trip
+    model = _model()
+    opt = build_optimizer(cfg, model)
+    h = _hyper(opt, model)
+    assert h["head.predictor.weight"] == pytest.approx((0.1, 5e-4))
+    assert h["backbone.0.bias"] == pytest.approx((0.01, 0.0))
+    build_lr_scheduler(cfg, opt)  # sets the iteration-0 learning rates: warmup factor 0.5
+    h = _hyper(opt, model)
+    assert h["head.predictor.weight"][0] == pytest.approx(0.05) and h["backbone.0.bias"][0] == pytest.approx(0.005)
+    params = _grads()
+    assert clip_gradients(cfg, params) is None and params[1].grad.tolist() == [0.0, 0.5]

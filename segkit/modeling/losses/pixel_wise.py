@@ -80,11 +80,9 @@ class PixelWiseLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, selection: Optional[str] = None, **kwargs) -> dict:
-        args = {
-            "ignore_value": cfg.MODEL.IGNORE_VALUE,
-            "class_weight": class_weights_from_config(cfg),
-            "selector": build_selector(cfg, selection),
-        }
+        args = {"ignore_value": cfg.MODEL.IGNORE_VALUE, "selector": build_selector(cfg, selection)}
+        if "class_weight" not in kwargs:  # a term's own CLASS_WEIGHT replaces the config's
+            args["class_weight"] = class_weights_from_config(cfg)
         args.update(kwargs)
         return args
 

@@ -46,7 +46,9 @@ class _RegionLoss(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, **kwargs) -> dict:
-        args = {"ignore_value": cfg.MODEL.IGNORE_VALUE, "class_weight": class_weights_from_config(cfg)}
+        args = {"ignore_value": cfg.MODEL.IGNORE_VALUE}
+        if "class_weight" not in kwargs:  # a term's own CLASS_WEIGHT replaces the config's
+            args["class_weight"] = class_weights_from_config(cfg)
         args.update(kwargs)
         return args
 
