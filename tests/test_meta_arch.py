@@ -137,3 +137,37 @@ def test_plain_constructor_without_config():
     assert model(torch.rand(1, 3, 30, 31) * 255).shape == (1, 3, 30, 31)
     with pytest.raises(RuntimeError, match="without a loss"):
         model.train()(torch.rand(1, 3, 30, 31), torch.zeros(1, 30, 31, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------- configs
+import pathlib  # noqa: E402
+
+from segkit.config import load_config  # noqa: E402
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.rglob("*.yaml") if not p.name.startswith("Base-"))
+SMALL = 20e6  # parameters; above this a config is only built (on the meta device), not run
+
+
+def test_paper_configs_exist():
+    names = {p.relative_to(CONFIG_DIR).as_posix() for p in CONFIGS}
+    for expected in ("voc/fcn32s_vgg16.yaml", "voc/fcn16s_vgg16.yaml", "voc/fcn8s_vgg16.yaml",
+                     "voc/deeplab_v2_vgg16_largefov.yaml", "voc/deeplab_v2_resnet101_aspp_l_msc.yaml",
+                     "voc/refinenet_resnet101.yaml", "voc/duc_hdc_resnet101.yaml"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.relative_to(CONFIG_DIR).as_posix() for p in CONFIGS])
+def test_every_config_loads_and_builds(path):
+    # Pretrained files are never downloaded; tests build from random initialisation.
+    cfg = load_config(str(path), ["MODEL.BACKBONE.PRETRAINED", "", "MODEL.WEIGHTS", "", "MODEL.DEVICE", "meta"])
+    with torch.device("meta"):
+        meta_model = build_model(cfg)
+    n_params = sum(p.numel() for p in meta_model.parameters())
+    assert n_params > 0
+    if n_params > SMALL:
+        return
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    out = model(torch.randint(0, 256, (1, 3, 65, 63), dtype=torch.uint8))
+    assert out.shape == (1, cfg.MODEL.NUM_CLASSES, 65, 63)
