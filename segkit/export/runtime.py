@@ -82,7 +82,7 @@ class ExportedSegmenter:
             values = self._session.run(names, {"image": np.ascontiguousarray(batch)})
         else:
             with torch.inference_mode():
-                res = self._module(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+                res = self._module(torch.from_numpy(np.array(batch, order="C")).to(self.device))
             values = [t.cpu().numpy() for t in (res if isinstance(res, (tuple, list)) else (res,))]
         return dict(zip(names, values))
 
