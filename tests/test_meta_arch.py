@@ -171,3 +171,34 @@ def test_every_config_loads_and_builds(path):
     model = build_model(cfg).eval()
     out = model(torch.randint(0, 256, (1, 3, 65, 63), dtype=torch.uint8))
     assert out.shape == (1, cfg.MODEL.NUM_CLASSES, 65, 63)
+
+
+def test_auxiliary_head_outputs_get_their_own_weighted_losses():
+    from segkit.modeling.backbone import ResNet
+    from segkit.modeling.heads import FCNHead
+
+    class AuxHead(torch.nn.Module):
+        def __init__(self, shapes):
+            super().__init__()
+            self.main = FCNHead(input_shape=shapes, in_features=["res5"], num_classes=3)
+            self.aux = FCNHead(input_shape=shapes, in_features=["res4"], num_classes=3)
+
+        def forward(self, feats):
+            return {"sem_seg": self.main(feats), "aux": self.aux(feats)}
+
+    class Loss(torch.nn.Module):
+        aux_weight = 0.4
+
+        def forward(self, logits, target):
+            return {"loss_ce": F.cross_entropy(logits, target, ignore_index=255)}
+
+    backbone = ResNet(depth=18, width=4, output_stride=8, out_features=["res4", "res5"])
+    model = SemanticSegmentor(backbone=backbone, head=AuxHead(backbone.output_shape()), loss=Loss(),
+                              pixel_mean=[0.0] * 3, pixel_std=[1.0] * 3, num_classes=3)
+    images, targets = torch.rand(1, 3, 24, 24) * 255, torch.randint(0, 3, (1, 24, 24))
+    losses = model.train()(images, targets)
+    assert set(losses) == {"loss_ce", "loss_ce_aux"}
+    # Zero-initialised score layers: both terms are log(3), the auxiliary one weighted by 0.4.
+    torch.testing.assert_close(losses["loss_ce"], torch.tensor(3.0).log())
+    torch.testing.assert_close(losses["loss_ce_aux"], 0.4 * torch.tensor(3.0).log())
+    assert model.eval()(images).shape == (1, 3, 24, 24)

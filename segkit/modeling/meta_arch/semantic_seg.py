@@ -1,7 +1,7 @@
 """SemanticSegmentor: normalise, backbone, head, upsample to the input, losses."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +39,11 @@ class SemanticSegmentor(nn.Module):
     * training mode with ``targets`` (``(N, H, W)`` int64, ignore value allowed):
       returns ``dict[str, Tensor]`` of scalar ``loss_*`` terms;
     * otherwise: logits ``(N, K, H, W)`` (no softmax), export-friendly.
+
+    A head may return a dict instead of a tensor: ``"sem_seg"`` holds the main
+    logits and every other entry is an auxiliary output whose loss terms get the
+    suffix ``_<name>`` and the loss's ``aux_weight`` (1.0 if it has none); only
+    the main logits are returned at inference.
     """
 
     def __init__(
@@ -88,23 +93,41 @@ class SemanticSegmentor(nn.Module):
         images = images.to(self.device, non_blocking=True).float()
         return (images - self.pixel_mean) / self.pixel_std
 
+    def head_outputs(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Normalised ``(N, 3, H, W)`` -> (main logits ``(N, K, h, w)``, auxiliary logits by name)."""
+        out = self.head(self.backbone(x))
+        if isinstance(out, torch.Tensor):
+            return out, {}
+        if not isinstance(out, dict) or "sem_seg" not in out:
+            raise TypeError(
+                f"{type(self.head).__name__} returned {type(out).__name__}; a head returns logits or a dict "
+                "with the main logits under 'sem_seg' and auxiliary logits under other names."
+            )
+        return out["sem_seg"], {k: v for k, v in out.items() if k != "sem_seg"}
+
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised ``(N, 3, H, W)`` -> head logits at the head's stride ``(N, K, h, w)``."""
-        return self.head(self.backbone(x))
+        return self.head_outputs(x)[0]
 
-    def compute_losses(self, logits: torch.Tensor, targets: torch.Tensor, suffix: str = "") -> Dict[str, torch.Tensor]:
+    def compute_losses(
+        self, logits: torch.Tensor, targets: torch.Tensor, suffix: str = "", weight: float = 1.0
+    ) -> Dict[str, torch.Tensor]:
         """Upsample ``logits`` to the targets' size and apply the configured loss terms."""
         if self.loss is None:
             raise RuntimeError("This model was built without a loss; pass loss=build_loss(cfg) to train it.")
         targets = targets.to(logits.device, non_blocking=True)
         losses = self.loss(upsample_logits(logits, targets.shape[-2:]), targets)
-        return {f"{k}{suffix}": v for k, v in losses.items()}
+        return {f"{k}{suffix}": v * weight if weight != 1.0 else v for k, v in losses.items()}
 
     def forward(
         self, images: torch.Tensor, targets: Optional[torch.Tensor] = None
     ) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
         x = self.normalize(images)
-        logits = self.predict_logits(x)
+        logits, aux = self.head_outputs(x)
         if self.training and targets is not None:
-            return self.compute_losses(logits, targets)
+            losses = self.compute_losses(logits, targets)
+            aux_weight = float(getattr(self.loss, "aux_weight", 1.0))
+            for name, aux_logits in aux.items():
+                losses.update(self.compute_losses(aux_logits, targets, f"_{name}", aux_weight))
+            return losses
         return upsample_logits(logits, x.shape[-2:])
