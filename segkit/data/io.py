@@ -21,6 +21,7 @@ __all__ = ["read_image", "read_mask", "LABEL_MAPS", "register_label_map", "apply
 cv2.setNumThreads(1)
 
 _JPEG_EOI = b"\xff\xd9"
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
 def _read_bytes(path: str, what: str) -> bytes:
@@ -65,13 +66,15 @@ def read_image(path: str, fmt: str = "RGB") -> np.ndarray:
     data = _read_bytes(path, "image")
     if _jpeg_truncated(data):
         raise DataError(f"{path}: image is truncated (JPEG stream ends before its end-of-image marker).")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if fmt not in ("RGB", "BGR"):
+        raise ValueError(f"Unknown image format '{fmt}'; use 'RGB' or 'BGR'.")
+    # Decoding straight to RGB saves a full-image channel swap (OpenCV >= 4.10).
+    flag = _IMREAD_RGB if fmt == "RGB" and _IMREAD_RGB is not None else cv2.IMREAD_COLOR
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if img is None:
         raise DataError(f"{path}: image cannot be decoded (corrupt, truncated or not an image format OpenCV reads).")
-    if fmt == "RGB":
+    if fmt == "RGB" and flag == cv2.IMREAD_COLOR:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    elif fmt != "BGR":
-        raise ValueError(f"Unknown image format '{fmt}'; use 'RGB' or 'BGR'.")
     return img
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
 
@@ -21,8 +22,9 @@ def stream_seed(seed: int, position: int) -> int:
 
 def check_labels(mask: np.ndarray, num_classes: int, ignore_value: int, path: str = "") -> None:
     """Raise :class:`DataError` if ``mask`` holds a value outside ``[0, num_classes) ∪ {ignore}``."""
-    if mask.dtype == np.uint8:
-        present = np.flatnonzero(np.bincount(mask.ravel(), minlength=256))  # much faster than np.unique
+    if mask.dtype == np.uint8:  # a 256-bin histogram: ~20x faster than np.unique
+        hist = cv2.calcHist([np.ascontiguousarray(mask)], [0], None, [256], [0, 256]).ravel()
+        present = np.flatnonzero(hist)
     else:
         present = np.unique(mask)
     bad = [int(v) for v in present if not (0 <= v < num_classes or v == ignore_value)]
