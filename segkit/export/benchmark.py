@@ -9,11 +9,12 @@ Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (tensors only, reset
 before each setting); on the CPU, the process's peak resident set size, reset
 before each setting through ``/proc/self/clear_refs`` on Linux (without it,
 ``getrusage``'s lifetime peak, flagged ``memory_kind="rss_lifetime_peak"``).
+``base_memory_mb`` is what was in use just before the timed loop (allocated CUDA
+tensors, or the current RSS), so ``peak - base`` is what inference itself added.
 """
 from __future__ import annotations
 
 import math
-import os
 import resource
 import sys
 import time
@@ -42,6 +43,7 @@ class BenchmarkResult:
     mean_ms: float
     throughput_img_s: float
     peak_memory_mb: Optional[float]
+    base_memory_mb: Optional[float]
     memory_kind: str
 
     def as_dict(self) -> Dict[str, object]:
@@ -98,6 +100,13 @@ class _MemoryMeter:
             torch.cuda.reset_peak_memory_stats(self.device)
         elif not _reset_rss_peak():
             self.kind = "rss_lifetime_peak"
+
+    def current_mb(self) -> Optional[float]:
+        """Memory in use now: allocated CUDA tensors, or the process's resident set."""
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        kb = _read_status_kb("VmRSS")
+        return None if kb is None else kb / 1024
 
     def peak_mb(self) -> Optional[float]:
         if self.device.type == "cuda":
@@ -162,6 +171,7 @@ def benchmark_runner(
             for _ in range(warmup):
                 run(batch)
             meter = _MemoryMeter(device)
+            base = meter.current_mb()
             meter.start()
             times = []
             for _ in range(iters):
@@ -171,19 +181,23 @@ def benchmark_runner(
             mean = float(np.mean(times))
             results.append(BenchmarkResult(
                 backend, str(device), n, h, w, iters, percentile(times, 50), percentile(times, 90),
-                percentile(times, 99), mean, n * 1000.0 / mean, meter.peak_mb(), meter.kind,
+                percentile(times, 99), mean, n * 1000.0 / mean, meter.peak_mb(), base, meter.kind,
             ))
     return results
 
 
+def _mb(value: Optional[float]) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
+
+
 def format_table(results: Sequence[BenchmarkResult]) -> str:
     """A fixed-width table of results, one row per setting."""
-    head = f"{'backend':<12}{'device':<8}{'batch':>6}{'size':>12}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}{'peak MB':>10}  memory"
+    head = f"{'backend':<12}{'device':<8}{'batch':>6}{'size':>12}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}{'peak MB':>10}{'base MB':>10}  memory"
     rows = [head, "-" * len(head)]
     for r in results:
-        mem = "n/a" if r.peak_memory_mb is None or math.isnan(r.peak_memory_mb) else f"{r.peak_memory_mb:.1f}"
+        mem, base = (_mb(v) for v in (r.peak_memory_mb, r.base_memory_mb))
         rows.append(
             f"{r.backend:<12}{r.device:<8}{r.batch_size:>6}{f'{r.height}x{r.width}':>12}{r.p50_ms:>10.2f}"
-            f"{r.p90_ms:>10.2f}{r.p99_ms:>10.2f}{r.throughput_img_s:>10.2f}{mem:>10}  {r.memory_kind}"
+            f"{r.p90_ms:>10.2f}{r.p99_ms:>10.2f}{r.throughput_img_s:>10.2f}{mem:>10}{base:>10}  {r.memory_kind}"
         )
     return "\n".join(rows)

@@ -1,0 +1,161 @@
+"""tools/predict.py, benchmark.py, analyze_model.py and export_model.py on a real tiny model."""
+import json
+import os
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import segkit
+from segkit.config import load_config
+from segkit.data import DatasetCatalog, MetadataCatalog
+from segkit.export.benchmark import BenchmarkResult, _MemoryMeter, benchmark_runner, format_table, percentile
+from segkit.modeling import build_model
+from segkit.predictor import read_image
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+TOOLS = os.path.join(ROOT, "tools")
+CONFIG = os.path.join(ROOT, "examples", "embed_segmenter", "tiny_fcn.yaml")
+
+
+def _tool(name):
+    sys.path.insert(0, TOOLS)  # analyze_model imports parse_size from benchmark.py
+    try:
+        return runpy.run_path(os.path.join(TOOLS, name))["main"]
+    finally:
+        sys.path.remove(TOOLS)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tools")
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    weights = str(tmp / "model_final.pth")
+    torch.save({"model": model.state_dict(), "iteration": 1}, weights)
+    return cfg, weights, tmp
+
+
+def test_predict_writes_palette_pngs_and_overlays(setup):
+    from PIL import Image
+
+    cfg, weights, tmp = setup
+    files = [r["file_name"] for r in DatasetCatalog.get("fashion_scenes_val")[:3]]
+    folder = tmp / "in" / "sub"
+    folder.mkdir(parents=True)
+    Image.open(files[2]).crop((0, 0, 70, 50)).save(folder / "crop.png")
+    out = tmp / "pred"
+    main = _tool("predict.py")
+    assert main(["--config-file", CONFIG, "--weights", weights, "--input", files[0], files[1], str(tmp / "in"),
+                 "--output", str(out), "MODEL.DEVICE", "cpu"]) == 0
+    predictor = segkit.Predictor(cfg, weights=weights)
+    palette = [c for rgb in MetadataCatalog.get("fashion_scenes_val").stuff_colors for c in rgb]
+    for src, stem in [(files[0], "val_000000"), (files[1], "val_000001"), (str(folder / "crop.png"), "sub/crop")]:
+        label_png = Image.open(out / f"{stem}.png")
+        assert label_png.mode == "P" and label_png.getpalette()[: len(palette)] == palette
+        expected = predictor(read_image(src, "RGB"), format="RGB").labels
+        np.testing.assert_array_equal(np.asarray(label_png), expected)
+        assert Image.open(out / f"{stem}_overlay.jpg").size == label_png.size
+    assert np.asarray(Image.open(out / "sub/crop.png")).shape == (50, 70)
+
+
+def test_predict_input_errors(setup, tmp_path):
+    find_images = runpy.run_path(os.path.join(TOOLS, "predict.py"))["find_images"]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        find_images([str(tmp_path / "missing.jpg")])
+    with pytest.raises(ValueError, match="No images"):
+        find_images([str(tmp_path)])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in "ab":
+        (tmp_path / d / "x.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="same output name"):
+        find_images([str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg")])
+
+
+def test_benchmark_tool_json(setup, tmp_path):
+    _, weights, _ = setup
+    out = tmp_path / "bench.json"
+    main = _tool("benchmark.py")
+    assert main(["--config-file", CONFIG, "--weights", weights, "--sizes", "32x48", "40", "--batch-sizes", "1", "2",
+                 "--iters", "3", "--warmup", "1", "--json", str(out), "MODEL.DEVICE", "cpu"]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["height"], r["width"], r["batch_size"]) for r in rows] == [(32, 48, 1), (32, 48, 2), (40, 40, 1), (40, 40, 2)]
+    for r in rows:
+        assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["throughput_img_s"] == pytest.approx(r["batch_size"] * 1000 / r["mean_ms"])
+        assert r["peak_memory_mb"] > 0 and r["device"] == "cpu"
+
+
+def test_benchmark_bundle_backend(setup, tmp_path):
+    from segkit.export import export
+
+    cfg, weights, _ = setup
+    path = export(cfg, weights, "onnx", str(tmp_path / "m.onnx"))
+    main = _tool("benchmark.py")
+    out = tmp_path / "b.json"
+    assert main(["--backend", "onnx", "--bundle", path, "--sizes", "24x24", "--iters", "2", "--warmup", "0",
+                 "--json", str(out), "--device", "cpu"]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["backend"] == "onnx" and row["iters"] == 2
+
+
+def test_benchmark_runner_counts_calls_and_shapes():
+    seen = []
+    res = benchmark_runner(lambda b: seen.append(b.shape), [(5, 7)], [3], torch.device("cpu"), "fake", warmup=2, iters=4)
+    assert seen == [(3, 5, 7, 3)] * 6
+    assert isinstance(res[0], BenchmarkResult) and res[0].iters == 4
+    assert "fake" in format_table(res) and "5x7" in format_table(res)
+    with pytest.raises(ValueError, match="iters"):
+        benchmark_runner(lambda b: None, [(5, 7)], [1], torch.device("cpu"), "fake", iters=0)
+
+
+def test_percentile_values():
+    vals = [float(v) for v in range(1, 101)]
+    assert percentile(vals, 50) == pytest.approx(50.5)
+    assert percentile(vals, 99) == pytest.approx(99.01)
+    assert percentile([4.0], 90) == 4.0
+
+
+def test_cpu_memory_meter_sees_a_large_allocation():
+    meter = _MemoryMeter(torch.device("cpu"))
+    meter.start()
+    before = meter.peak_mb()
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+    after = meter.peak_mb()
+    del block
+    assert after - before >= 60 or meter.kind == "rss_lifetime_peak"
+
+
+def test_analyze_model_counts(setup, tmp_path):
+    cfg, _, _ = setup
+    out = tmp_path / "a.json"
+    main = _tool("analyze_model.py")
+    assert main(["--config-file", CONFIG, "--size", "64x96", "--max-depth", "2", "--json", str(out), "MODEL.DEVICE", "cpu"]) == 0
+    data = json.loads(out.read_text())
+    model = build_model(cfg)
+    assert data["total_params"] == sum(p.numel() for p in model.parameters())
+    assert data["params_by_module"]["backbone.conv1"] == 16 * 3 * 7 * 7
+    # ResNet stem: 7x7 stride-2 conv, 3 -> 16 channels, on a 32x48 output grid; one multiply-add = one flop.
+    assert data["flops_by_module"]["backbone.conv1"] == 32 * 48 * 16 * 3 * 7 * 7
+    assert data["total_flops"] == data["flops_by_module"][""] > data["flops_by_module"]["backbone.conv1"]
+
+
+def test_export_tool_with_verify(setup, tmp_path, capsys):
+    _, weights, _ = setup
+    main = _tool("export_model.py")
+    assert main(["--config-file", CONFIG, "--weights", weights, "--format", "onnx", "torchscript", "--output",
+                 str(tmp_path), "--with-probs", "--verify", "--verify-images", "2", "MODEL.DEVICE", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert os.path.isfile(tmp_path / "model.onnx") and os.path.isfile(tmp_path / "model.ts")
+    lines = [line for line in text.splitlines() if "pixel agreement" in line]
+    assert len(lines) == 2
+    for line in lines:
+        assert float(line.split("pixel agreement ")[1].split(",")[0]) >= 0.9999
+        assert float(line.split("max |prob diff| ")[1]) < 1e-4
