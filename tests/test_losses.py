@@ -45,6 +45,15 @@ def _cfg(num_classes=3, **loss):
     return cfg
 
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tensors here are tiny: thread start-up, not arithmetic, dominates on a shared machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 # --------------------------------------------------------------------------- exact values
 @pytest.mark.parametrize(
     "loss, expected",
@@ -97,10 +106,8 @@ def test_dice_zero_for_perfect_prediction_and_per_image():
 
 # --------------------------------------------------------------------------- ignore label and gradients
 def _variants():
-    out = []
-    for name, _obj, _p in LOSS_REGISTRY.entries():
-        if name in ("CrossEntropy", "Focal", "Dice", "LovaszSoftmax", "OhemCrossEntropy"):
-            out.append((name, {}))
+    # every registered loss, as the config builds it, plus the pixel selections
+    out = [(name, {}) for name in LOSS_REGISTRY.keys()]
     out += [("CrossEntropy", {"SAMPLING__ENABLED": True, "SAMPLING__SEED": 3}),
             ("CrossEntropy", {"SAMPLING__ENABLED": True, "SAMPLING__MODE": "fraction", "SAMPLING__BALANCE": True,
                               "SAMPLING__CELL_SIZE": 2, "SAMPLING__SEED": 3}),
@@ -211,7 +218,7 @@ def test_sampling_mean_over_seeds_approaches_full_loss(mode, cell_size):
     logits, target = _batch()
     full = CrossEntropy()(logits, target).item()
     loss = CrossEntropy(selector=LossSampler(0.3, mode, cell_size, seed=0))
-    draws = torch.tensor([loss(logits, target).item() for _ in range(200)])
+    draws = torch.tensor([loss(logits, target).item() for _ in range(1000)])
     stderr = draws.std().item() / math.sqrt(len(draws))
     assert draws.std() > 0
     assert abs(draws.mean().item() - full) < 4 * stderr
@@ -225,7 +232,7 @@ def test_balanced_sampling_is_unbiased_for_the_balanced_loss():
     q = torch.tensor([2 / 6] * 6 + [1.0] * 2)  # inclusion probabilities
     expected = (q * per_pixel).sum() / q.sum()
     loss = CrossEntropy(selector=LossSampler(0.5, balance=True, seed=0))
-    draws = torch.tensor([loss(logits, target).item() for _ in range(600)])
+    draws = torch.tensor([loss(logits, target).item() for _ in range(2000)])
     assert abs(draws.mean().item() - expected.item()) < 4 * draws.std().item() / math.sqrt(len(draws))
     # fraction mode keeps exactly 2 of class 0 and both of class 1: the loss is the sum over them / q.sum()
     sampler = LossSampler(0.5, "fraction", balance=True, seed=5)
@@ -243,6 +250,9 @@ def test_fraction_keeps_exact_count_per_image_and_is_reproducible():
     kept = (a > 0).flatten(1).sum(1).tolist()
     assert kept == [round(0.25 * 56), round(0.25 * 64)]
     assert a[0][a[0] > 0].unique().tolist() == pytest.approx([56 / 14])  # Horvitz-Thompson weight n / k
+    assert z.item() == valid.sum().item()
+    a, z = LossSampler(0.3, "bernoulli", seed=7)(logits, target.clamp(max=2), valid, valid.float())
+    assert a[a > 0].unique().tolist() == pytest.approx([1 / 0.3]) and not (a[~valid] > 0).any()
     assert z.item() == valid.sum().item()
     f = lambda seed: CrossEntropy(selector=LossSampler(0.25, "fraction", seed=seed))(logits, target).item()
     assert f(7) == f(7) and f(7) != f(8)
@@ -310,6 +320,14 @@ def test_build_loss_errors_are_actionable():
         build_loss(_cfg(TERMS=[{"NAME": "Dise"}]))
     with pytest.raises(ValueError, match="at least one term"):
         CombinedLoss({})
+
+
+def test_losses_take_a_config_or_plain_arguments():
+    cfg = _cfg(num_classes=2, CLASS_WEIGHT__METHOD="explicit", CLASS_WEIGHT__VALUES=[1.0, 2.0], OHEM__THRESH=0.5)
+    focal = Focal(cfg, gamma=1.0)
+    assert focal.gamma == 1.0 and focal.class_weight.tolist() == [1.0, 2.0] and focal.selector is None
+    assert LOSS_REGISTRY.get("OhemCrossEntropy")(cfg).selector.thresh == 0.5
+    assert Dice(smooth=0.5).class_weight is None and LovaszSoftmax(cfg, per_image=True).per_image
 
 
 def test_class_weights_are_not_in_the_state_dict():

@@ -88,10 +88,7 @@ def _normalise_args(name: str, obj: Any, args: Mapping[str, Any]) -> Dict[str, A
 def build_loss_term(cfg, name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """One registered loss, built from the config with ``args`` overriding its arguments."""
     obj = LOSS_REGISTRY.get(name)
-    kwargs = _normalise_args(name, obj, args or {})
-    if hasattr(obj, "from_config"):
-        return obj(**obj.from_config(cfg, **kwargs))
-    return obj(cfg, **kwargs)
+    return obj(cfg, **_normalise_args(name, obj, args or {}))
 
 
 def _parse_terms(terms: List[Any]) -> List[Dict[str, Any]]:

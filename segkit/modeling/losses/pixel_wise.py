@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.config import configurable
 from segkit.modeling.losses.class_weights import class_weights_from_config
 from segkit.modeling.losses.selection import LossSampler, OhemSelector
 from segkit.registry import LOSS_REGISTRY
@@ -65,6 +66,7 @@ class PixelWiseLoss(nn.Module):
         selector: None, a :class:`LossSampler` or an :class:`OhemSelector`.
     """
 
+    @configurable
     def __init__(
         self,
         ignore_value: int = 255,
@@ -146,6 +148,7 @@ class Focal(PixelWiseLoss):
         **kwargs: see :class:`PixelWiseLoss`.
     """
 
+    @configurable
     def __init__(self, gamma: float = 2.0, **kwargs) -> None:
         super().__init__(**kwargs)
         if gamma < 0:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.config import configurable
 from segkit.modeling.losses.class_weights import class_weights_from_config
 from segkit.modeling.losses.pixel_wise import check_inputs
 from segkit.registry import LOSS_REGISTRY
@@ -28,6 +29,7 @@ class _RegionLoss(nn.Module):
             over the whole batch as one set of pixels.
     """
 
+    @configurable
     def __init__(
         self,
         ignore_value: int = 255,
@@ -88,6 +90,7 @@ class Dice(_RegionLoss):
         **kwargs: see ``_RegionLoss`` (``classes`` defaults to ``"all"``).
     """
 
+    @configurable
     def __init__(self, smooth: float = 1.0, exponent: int = 2, **kwargs) -> None:
         super().__init__(**kwargs)
         if smooth < 0 or exponent not in (1, 2):
@@ -134,6 +137,7 @@ class LovaszSoftmax(_RegionLoss):
             the paper's experiments).
     """
 
+    @configurable
     def __init__(self, classes: str = "present", **kwargs) -> None:
         super().__init__(classes=classes, **kwargs)
 
