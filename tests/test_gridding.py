@@ -69,6 +69,9 @@ def test_hdc_max_distances(rates, expected):
     "rates, grids, reasons",
     [
         ([2, 2, 2], True, ["never read", "common factor 2"]),
+        ([1, 2, 2, 2], True, ["common factor 2"]),  # no holes, but the rate-2 run grids
+        ([1, 2, 5, 9, 1, 2, 5, 9], False, []),  # HDC sawtooth, two groups
+        ([1, 2, 5, 1, 2, 9], True, ["M_2 = 5 > K = 3"]),  # second group fails
         ([1, 2, 3], False, []),
         ([1, 2, 5], False, []),
         ([1, 2, 9], True, ["never read", "M_2 = 5 > K = 3"]),
@@ -117,8 +120,9 @@ def _net(rates, stride_at=None):
 def test_model_stacks_start_at_first_dilation_and_reset_at_strides():
     net = _net([1, 2, 2, 1, 4, 1, 3], stride_at=5)
     stacks = model_dilation_stacks(net)
-    assert [(rates, kernels) for _, rates, kernels in stacks] == [([2, 2, 1, 4], [3, 3, 3, 3]), ([3], [3])]
-    assert stacks[0][0] == "3 .. 12"
+    # The rate-1 layer before the first dilation opens the stack; the strided one does not.
+    assert [(rates, kernels) for _, rates, kernels in stacks] == [([1, 2, 2, 1, 4], [3] * 5), ([3], [3])]
+    assert stacks[0][0] == "0 .. 12"
 
 
 def test_check_model_gridding_on_torchvision_dilated_resnet():
@@ -127,8 +131,9 @@ def test_check_model_gridding_on_torchvision_dilated_resnet():
         model = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
     with pytest.warns(GriddingWarning):
         reports = check_model_gridding(model)
-    # torchvision keeps rate 1 in layer3.0 and 2 in layer4.0: rates 2 (x5), 2, 4, 4.
-    assert [list(r.rates) for r in reports] == [[2, 2, 2, 2, 2, 2, 4, 4]]
+    # torchvision keeps rate 1 in layer3.0 and 2 in layer4.0: rates 1, 2 (x5), 2, 4, 4.
+    assert [list(r.rates) for r in reports] == [[1, 2, 2, 2, 2, 2, 2, 4, 4]]
+    assert not reports[0].holes  # layer3.0 fills the holes; the run of rate-2 layers still grids
     assert reports[0].common_factor == 2
 
 
@@ -138,7 +143,7 @@ def test_check_model_gridding_passes_pools_as_rate_one():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         (report,) = check_model_gridding(net)
-    assert report.rates == (2, 1, 2) and not report.holes
+    assert report.rates == (2, 1, 2) and not report.holes and report.group_m2 == (None, 2)
 
 
 def _tool():
@@ -157,3 +162,24 @@ def test_tool_reports_and_exits_nonzero_on_gridding(capsys):
     assert tool.main(["--rates", "1", "2", "3", "--json"]) == 0
     (data,) = json.loads(capsys.readouterr().out)
     assert data["holes"] == [] and data["receptive_field"] == 13 and data["max_distances"] == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "config, grids",
+    [("duc_hdc_resnet101.yaml", False), ("deeplab_v2_resnet101_hdc.yaml", False),
+     ("deeplab_v2_resnet101_aspp_l.yaml", True)],
+)
+def test_voc_configs_hdc_backbones_do_not_grid(config, grids):
+    from segkit.config import load_config
+    from segkit.modeling.backbone import build_backbone
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "voc" / config
+    cfg = load_config(str(path), ["MODEL.BACKBONE.PRETRAINED", "", "MODEL.HDC.GRIDDING_CHECK", "off"])
+    with torch.device("meta"):
+        backbone = build_backbone(cfg)
+    reports = check_model_gridding(backbone, on_gridding="off")
+    assert len(reports) == 1 and reports[0].grids is grids
+    if not grids:
+        assert reports[0].used_fraction == 1.0 and 1 in reports[0].rates
+    else:
+        assert reports[0].common_factor == 2  # DeepLab v2: rates 2 (res4) and 4 (res5)

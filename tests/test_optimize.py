@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from segkit.modeling.optimize import fold_batchnorm, optimize_for_inference
+from segkit.modeling.optimize import fold_batchnorm, freeze_traced, optimize_for_inference
 
 
 def _randomise_bn_(model):
@@ -113,3 +113,11 @@ def test_torchvision_resnet_folds_all_20_batchnorms():
     assert fast.folded_batchnorms == 20 and _count(fast, nn.BatchNorm2d) == 0
     expected = model(x)
     assert torch.allclose(fast(x), expected, atol=1e-4 * expected.abs().max().item())
+
+
+def test_freeze_traced_matches_eager():
+    model = _randomise_bn_(nn.Sequential(Block(3), nn.Conv2d(3, 2, 1))).eval()
+    x = torch.randn(1, 3, 12, 10)
+    frozen = freeze_traced(model, x)
+    assert isinstance(frozen, torch.jit.ScriptModule)
+    assert torch.allclose(frozen(x), model(x), atol=1e-5)

@@ -15,6 +15,13 @@ Two hybrid-dilated-convolution (HDC) design rules from sec. 3.2 are checked:
   must satisfy ``M_2 <= K``;
 * the rates must not share a common factor > 1.
 
+Both rules are stated for a group of layers, the repeating unit of a sawtooth
+such as ``[1, 2, 5, 9]``; in a long stack the groups start at the rate-1 layers
+(:func:`hdc_groups`) and the common-factor rule is applied to every run of
+consecutive dilated layers (:func:`dilated_runs`), which is what makes DeepLab's
+23 rate-2 blocks grid even though one rate-1 layer before them fills the holes of
+the receptive field as a whole.
+
 :func:`used_offsets` composes tap sets; :func:`impulse_offsets` measures the same
 set by pushing an impulse through a stack of all-ones convolutions, and the two
 must agree (tested). :func:`check_dilation_rates` is what a backbone builder calls
@@ -39,6 +46,8 @@ __all__ = [
     "analyze_stack",
     "check_dilation_rates",
     "check_model_gridding",
+    "dilated_runs",
+    "hdc_groups",
     "hdc_max_distances",
     "impulse_offsets",
     "model_dilation_stacks",
@@ -132,6 +141,32 @@ def hdc_max_distances(rates: Sequence[int]) -> List[int]:
     return m
 
 
+def hdc_groups(rates: Sequence[int]) -> List[List[int]]:
+    """Split a stack into HDC groups: a new group starts at every rate-1 layer.
+
+    HDC stacks repeat a sawtooth such as ``[1, 2, 5, 9]`` (sec. 3.2); the rate-1 layer
+    reads a dense neighbourhood and restarts the pattern, and the ``M_2 <= K`` rule
+    is stated for one such group.
+    """
+    groups: List[List[int]] = []
+    for r in rates:
+        if r == 1 or not groups:
+            groups.append([])
+        groups[-1].append(int(r))
+    return groups
+
+
+def dilated_runs(rates: Sequence[int]) -> List[List[int]]:
+    """Maximal runs of consecutive layers with rate > 1 (where a common factor grids)."""
+    runs: List[List[int]] = [[]]
+    for r in rates:
+        if r > 1:
+            runs[-1].append(int(r))
+        elif runs[-1]:
+            runs.append([])
+    return [run for run in runs if run]
+
+
 @dataclass(frozen=True)
 class GriddingReport:
     """Receptive field and gridding verdict of one stack of dilated convolutions.
@@ -142,8 +177,12 @@ class GriddingReport:
         receptive_field: side of the (square) receptive field in input pixels.
         offsets: used offsets along one axis, sorted (2-D: their product).
         holes: offsets inside the receptive field that no path reaches.
-        max_distances: HDC ``M_1..M_n`` (empty when kernel sizes differ).
-        common_factor: greatest common divisor of the rates.
+        max_distances: HDC ``M_1..M_n`` of the stack taken as one group (empty when
+            kernel sizes differ).
+        common_factor: the largest common factor of the rates of a run of two or
+            more consecutive dilated (rate > 1) layers; 1 when no run shares one.
+        group_m2: ``M_2`` of each HDC group (see :func:`hdc_groups`), None for
+            one-layer groups.
         where: where the stack was found (for messages).
     """
 
@@ -154,12 +193,14 @@ class GriddingReport:
     holes: Tuple[int, ...]
     max_distances: Tuple[int, ...]
     common_factor: int
+    group_m2: Tuple[Optional[int], ...] = ()
     where: str = ""
 
     @property
     def m2(self) -> Optional[int]:
-        """``M_2`` of the HDC rule, or None for fewer than two layers / mixed kernels."""
-        return self.max_distances[1] if len(self.max_distances) >= 2 else None
+        """The largest ``M_2`` over the HDC groups, or None (one-layer groups / mixed kernels)."""
+        values = [m for m in self.group_m2 if m is not None]
+        return max(values) if values else None
 
     @property
     def used_fraction(self) -> float:
@@ -178,7 +219,7 @@ class GriddingReport:
             shown = ", ".join(str(h) for h in self.holes[:8]) + (", ..." if len(self.holes) > 8 else "")
             out.append(f"{len(self.holes)} of {self.receptive_field} offsets per axis are never read ({shown})")
         if self.common_factor > 1:
-            out.append(f"the rates share the common factor {self.common_factor}")
+            out.append(f"consecutive dilated layers share the common factor {self.common_factor}")
         k = self.kernel_sizes[0] if self.kernel_sizes else 0
         if self.m2 is not None and self.m2 > k:
             out.append(f"HDC rule M_2 <= K fails: M_2 = {self.m2} > K = {k}")
@@ -207,7 +248,9 @@ class GriddingReport:
             f"{self.receptive_field}x{self.receptive_field}, reads {len(self.offsets) ** 2} pixels "
             f"({100 * self.used_fraction:.1f}%)"
         )
-        if self.max_distances:
+        if len(self.group_m2) > 1:
+            text += f", M_2 per HDC group = {[m for m in self.group_m2]}"
+        elif self.max_distances:
             text += f", M = {list(self.max_distances)}"
         reasons = self.violations()
         return text + (". Gridding: " + "; ".join(reasons) + "." if reasons else ". No gridding.")
@@ -215,6 +258,11 @@ class GriddingReport:
 
 def analyze_stack(rates: Sequence[int], kernel_size=3, where: str = "") -> GriddingReport:
     """Exact receptive field, used offsets and HDC rule values of a dilated stack.
+
+    The stack grids (:attr:`GriddingReport.grids`) when its receptive field has
+    holes, when a run of consecutive dilated layers shares a common factor > 1
+    (a rate-1 layer in between mixes neighbours densely and breaks the run), or
+    when an HDC group (:func:`hdc_groups`) has ``M_2 > K``.
 
     Args:
         rates: dilation rate of each layer, bottom to top.
@@ -230,6 +278,8 @@ def analyze_stack(rates: Sequence[int], kernel_size=3, where: str = "") -> Gridd
     holes = tuple(o for o in range(-radius, radius + 1) if o not in used)
     kernels = tuple(k for k, _ in layers)
     uniform = len(set(kernels)) == 1
+    rates_ = [r for _, r in layers]
+    group_m2 = tuple(hdc_max_distances(g)[1] if len(g) >= 2 and uniform else None for g in hdc_groups(rates_))
     return GriddingReport(
         rates=tuple(r for _, r in layers),
         kernel_sizes=kernels,
@@ -237,7 +287,9 @@ def analyze_stack(rates: Sequence[int], kernel_size=3, where: str = "") -> Gridd
         offsets=tuple(offsets),
         holes=holes,
         max_distances=tuple(hdc_max_distances([r for _, r in layers])) if uniform else (),
-        common_factor=math.gcd(*[r for _, r in layers]),
+        # One dilated layer between dense ones has no partner to share a factor with.
+        common_factor=max((math.gcd(*run) for run in dilated_runs(rates_) if len(run) > 1), default=1),
+        group_m2=group_m2,
         where=where,
     )
 
@@ -299,26 +351,30 @@ def model_dilation_stacks(module: nn.Module, axis: int = 0) -> List[Tuple[str, L
     """Find the dilated stacks of a model by walking its modules in registration order.
 
     A stack starts at the first layer with dilation > 1 after the last strided
-    layer before it and ends at the next strided layer (or the end). Pools count as
-    rate-1 layers (they fill holes, e.g. DeepLab-LargeFOV's stride-1 pool5).
-    Registration order is forward order for torchvision's ResNet and VGG and for
-    segkit's backbones; parallel branches (ASPP) are not stacks, so pass a backbone.
+    layer, together with the rate-1 layer right before it when there is one (the
+    formerly strided 3x3 of a dilated ResNet stage, which opens an HDC sawtooth),
+    and ends at the next strided layer (or the end). Pools count as rate-1 layers
+    (they fill holes, e.g. DeepLab-LargeFOV's stride-1 pool5). Registration order is
+    forward order for torchvision's ResNet and VGG and for segkit's backbones;
+    parallel branches (ASPP) are not stacks, so pass a backbone.
 
     Returns:
         ``[(label, rates, kernel_sizes)]`` along ``axis`` (0 = height, 1 = width).
     """
-    stacks, current, start = [], None, ""
+    stacks, current, start, last, entry = [], None, "", "", None
     for name, kernel, dilation, stride in _spatial_layers(module):
         if stride[axis] > 1:
             if current:
                 stacks.append((f"{start} .. {last}", [r for _, r in current], [k for k, _ in current]))
-            current = None
+            current, entry = None, None
             continue
         if current is None and dilation[axis] > 1:
-            current, start = [], name
+            current, start = ([entry[1]], entry[0]) if entry else ([], name)
         if current is not None:
             current.append((kernel[axis], dilation[axis]))
             last = name
+        else:
+            entry = (name, (kernel[axis], dilation[axis]))
     if current:
         stacks.append((f"{start} .. {last}", [r for _, r in current], [k for k, _ in current]))
     return stacks

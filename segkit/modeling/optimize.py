@@ -15,6 +15,12 @@
   tensor-core kernels run faster than NCHW.
 
 Both are exact up to float rounding (tested to 1e-5).
+
+:func:`freeze_traced` goes further for deployment: a traced, frozen TorchScript
+module passed through ``torch.jit.optimize_for_inference``, which also fuses
+conv+ReLU/add and, on CPU, keeps activations in oneDNN's blocked layout. It is a
+``ScriptModule`` for one fixed call signature (no training path), and TorchScript
+is deprecated upstream, so it is an opt-in step, not part of the default.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ import torch
 import torch.fx
 from torch import nn
 
-__all__ = ["fold_batchnorm", "optimize_for_inference", "to_channels_last", "is_batchnorm"]
+__all__ = ["fold_batchnorm", "freeze_traced", "optimize_for_inference", "to_channels_last", "is_batchnorm"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +158,24 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last
     model.folded_batchnorms = folded
     logger.info("optimize_for_inference: folded %d batch norms, channels_last=%s", folded, channels_last)
     return model
+
+
+def freeze_traced(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Trace ``model(example)`` in eval mode, freeze it and apply TorchScript's inference passes.
+
+    Args:
+        model: a model whose eval forward takes one tensor (a segkit model's
+            ``forward(images)``; torchvision models returning dicts work too).
+        example: an input of the shape it will be called with, e.g. ``(N, 3, H, W)``.
+
+    Returns:
+        A ``torch.jit.ScriptModule`` computing the same outputs (to float rounding).
+    """
+    import warnings
+
+    model = model.eval()
+    with torch.no_grad(), warnings.catch_warnings():
+        # torch.jit is deprecated upstream; the caller opted in.
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, example, strict=False)
+        return torch.jit.optimize_for_inference(torch.jit.freeze(traced))
