@@ -60,6 +60,7 @@ def _one_thread():
     [
         (CrossEntropy(), (LN43 + LN2) / 2),
         (CrossEntropy(class_weight=[2.0, 1.0]), (1 * LN43 + 2 * LN2) / 3),
+        (CrossEntropy(normalize=False), LN43 + LN2),  # per-image sum (Caffe normalize: false)
         (Focal(gamma=2.0), (LN43 / 16 + LN2 / 4) / 2),
         (Focal(gamma=0.0), (LN43 + LN2) / 2),
         (Focal(gamma=1.0, class_weight=[1.0, 3.0]), (3 * LN43 / 4 + LN2 / 2) / 4),
@@ -73,7 +74,7 @@ def _one_thread():
         # class 1: errors sorted [1/2 (gt 0), 1/4 (gt 1)], grad [1/2, 1/2] -> 3/8
         (LovaszSoftmax(), (1 / 2 + 3 / 8) / 2),
     ],
-    ids=["ce", "ce_weighted", "focal2", "focal0", "focal_alpha", "dice", "dice_smooth", "dice_e1", "dice_w", "lovasz"],
+    ids=["ce", "ce_weighted", "ce_sum", "focal2", "focal0", "focal_alpha", "dice", "dice_smooth", "dice_e1", "dice_w", "lovasz"],
 )
 def test_exact_values(loss, expected):
     logits, target = _tiny()
@@ -208,9 +209,14 @@ def _batch(seed=0, n=2, k=3, h=8, w=8):
 @pytest.mark.parametrize("cell_size", [1, 3])
 def test_sampling_rate_one_is_the_full_loss(mode, cell_size):
     logits, target = _batch()
-    full = CrossEntropy(class_weight=[1.0, 2.0, 0.5])(logits, target)
+    x_full, x_sampled = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    full = CrossEntropy(class_weight=[1.0, 2.0, 0.5])(x_full, target)  # the fused path
     sampled = CrossEntropy(class_weight=[1.0, 2.0, 0.5], selector=LossSampler(1.0, mode, cell_size, seed=0))
-    assert sampled(logits, target).item() == pytest.approx(full.item(), rel=1e-6)
+    value = sampled(x_sampled, target)  # the generic path
+    assert value.item() == pytest.approx(full.item(), rel=1e-6)
+    full.backward()
+    value.backward()
+    assert torch.allclose(x_full.grad, x_sampled.grad, atol=1e-7)
 
 
 @pytest.mark.parametrize("mode, cell_size", [("bernoulli", 1), ("fraction", 1), ("bernoulli", 2), ("fraction", 4)])

@@ -64,6 +64,10 @@ class PixelWiseLoss(nn.Module):
         ignore_value: label that never contributes.
         class_weight: per-class weights (K,), or None.
         selector: None, a :class:`LossSampler` or an :class:`OhemSelector`.
+        normalize: True divides by ``z``; False divides by the batch size only, a
+            per-image sum over pixels, as Caffe's ``SoftmaxWithLoss`` with
+            ``normalize: false`` that FCN's reference nets train with (their
+            learning rates assume it).
     """
 
     @configurable
@@ -72,10 +76,12 @@ class PixelWiseLoss(nn.Module):
         ignore_value: int = 255,
         class_weight: Optional[Union[Sequence[float], torch.Tensor]] = None,
         selector: Optional[Union[LossSampler, OhemSelector]] = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         self.ignore_value = int(ignore_value)
         self.selector = selector
+        self.normalize = bool(normalize)
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         # Not persistent: weights come from the config, so checkpoints stay loadable across configs.
         self.register_buffer("class_weight", weight, persistent=False)
@@ -112,6 +118,8 @@ class PixelWiseLoss(nn.Module):
         loss_map = self.pixel_loss(logits, safe).float()
         # where() keeps non-finite values at ignored pixels out of the sum and the gradient.
         total = torch.where(a > 0, loss_map * a, torch.zeros_like(loss_map)).sum()
+        if not self.normalize:
+            return total / target.shape[0]
         return total / z.clamp_min(torch.finfo(torch.float32).tiny)
 
 
@@ -121,6 +129,24 @@ class CrossEntropy(PixelWiseLoss):
 
     def pixel_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, target, reduction="none")
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """logits: (N, K, H, W); target: (N, H, W) int64. Returns a scalar."""
+        if self.selector is not None:
+            return super().forward(logits, target)
+        # Without a selector one fused call does the weighted sum (same value and gradient).
+        check_inputs(logits, target)
+        target = target.long()
+        weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
+        total = F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_value, reduction="sum")
+        if not self.normalize:
+            return total.float() / target.shape[0]
+        valid = target != self.ignore_value
+        if self.class_weight is None:
+            z = valid.sum().to(torch.float32)
+        else:
+            z = (self.class_weight[torch.where(valid, target, torch.zeros_like(target))] * valid).sum()
+        return total.float() / z.clamp_min(torch.finfo(torch.float32).tiny)
 
 
 @LOSS_REGISTRY.register()
