@@ -11,6 +11,7 @@ import math
 from typing import Optional, Tuple
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 __all__ = ["LossSampler", "OhemSelector"]
@@ -87,8 +88,8 @@ class LossSampler:
         cell_size: side of a sampling cell in pixels.
         balance: class-balanced sampling as above.
         seed: >= 0 draws from a private generator seeded with it (reproducible on its
-            own); < 0 draws from torch's global generator (seeded by the trainer from
-            ``SEED``, like dropout).
+            own; offset by the process rank under torch.distributed); < 0 draws from
+            torch's global generator (seeded by the trainer from ``SEED``, like dropout).
     """
 
     def __init__(
@@ -109,7 +110,10 @@ class LossSampler:
         if self.seed < 0:
             return torch.rand(shape, device=device)
         if self._generator is None or self._generator.device != torch.device(device):
-            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+            # Each distributed process samples its own images: offset the seed by the rank
+            # so that the processes' masks are not the same pattern.
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+            self._generator = torch.Generator(device=device).manual_seed(self.seed + 1_000_003 * rank)
         return torch.rand(shape, device=device, generator=self._generator)
 
     # -- cells -------------------------------------------------------------------
