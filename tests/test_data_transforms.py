@@ -1,11 +1,13 @@
 """TRANSFORM_REGISTRY: albumentations by name, DeepLab scale/crop, and no invented labels."""
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 from albumentations.core.transforms_interface import DualTransform
 
 from segkit.data.transforms import (
-    AlbumentationsFactory, DeepLabRandomScaleCrop, apply_transforms, build_transforms,
+    AlbumentationsFactory, DeepLabRandomScaleCrop, RandomScaleCrop, apply_transforms, build_transforms,
+    seed_transforms,
 )
 from segkit.registry import TRANSFORM_REGISTRY
 
@@ -79,15 +81,39 @@ def test_deeplab_scale_crop_pads_with_ignore_and_mean():
 
 
 def test_deeplab_scale_range_is_half_to_one_and_a_half():
-    image = np.zeros((100, 100, 3), np.uint8)
-    mask = np.zeros((100, 100), np.uint8)
-    scale = DeepLabRandomScaleCrop(crop_size=8).transforms[0]
-    sizes = []
-    for seed in range(200):
-        pipe = A.Compose([scale])
-        out = apply_transforms(pipe, image, mask, seed=seed)[1]
-        sizes.append(out.shape[0])
-    assert 50 <= min(sizes) < 56 and 144 < max(sizes) <= 150
+    t = DeepLabRandomScaleCrop(crop_size=8)
+    scales = []
+    for seed in range(300):
+        seed_transforms(t, seed)
+        params = t.get_params_dependent_on_data({"shape": (100, 100, 3)}, {})
+        scales.append(1.0 / params["matrix"][0, 0])
+    assert 0.5 <= min(scales) < 0.53 and 1.47 < max(scales) <= 1.5
+
+
+@pytest.mark.parametrize("scale", [0.8, 1.0, 1.37])
+def test_fused_scale_crop_equals_resize_then_pad(scale):
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(0, 256, (8, 10, 3)).astype(np.uint8), (50, 37), interpolation=cv2.INTER_CUBIC)
+    mask = cv2.resize(rng.integers(0, 20, (8, 10)).astype(np.uint8), (50, 37), interpolation=cv2.INTER_NEAREST)
+    t = A.Compose([RandomScaleCrop(crop_size=80, scale_range=(scale, scale), fill=(1, 2, 3), fill_mask=IGNORE)])
+    out_img, out_mask = apply_transforms(t, img, mask, seed=0)
+    sh, sw = int(round(37 * scale)), int(round(50 * scale))
+    ref_img = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_LINEAR)
+    ref_mask = cv2.resize(mask, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)  # half-pixel centres
+    assert np.abs(out_img[:sh, :sw].astype(int) - ref_img).max() <= 1  # fixed-point rounding only
+    np.testing.assert_array_equal(out_mask[:sh, :sw], ref_mask)
+    assert (out_mask[sh:] == IGNORE).all() and (out_mask[:, sw:] == IGNORE).all()
+    assert out_img[-1, -1].tolist() == [1, 2, 3]
+
+
+def test_fused_scale_crop_window_matches_a_crop_of_the_scaled_image():
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    t = A.Compose([RandomScaleCrop(crop_size=(20, 30), scale_range=(1.0, 1.0))])
+    for seed in range(5):
+        out, _ = apply_transforms(t, img, np.zeros((60, 70), np.uint8), seed=seed)
+        hits = [(y, x) for y in range(41) for x in range(41) if np.array_equal(img[y:y + 20, x:x + 30], out)]
+        assert len(hits) == 1  # an exact window of the original at scale 1
 
 
 def test_masks_use_nearest_even_when_args_ask_for_linear_images():

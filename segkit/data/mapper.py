@@ -117,7 +117,8 @@ class DatasetMapper:
             image = image[:, :, ::-1]
         dtype = np.uint8 if self.ignore_value <= 255 and mask.dtype == np.uint8 else np.int64
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            # A (3, H, W) view of the HWC array: the collate's copy into the batch is the only one.
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
             "sem_seg": torch.from_numpy(np.ascontiguousarray(mask, dtype=dtype)),
             "record": out_record,
         }
