@@ -264,6 +264,15 @@ def test_fraction_keeps_exact_count_per_image_and_is_reproducible():
     assert f(7) == f(7) and f(7) != f(8)
 
 
+def test_sampling_from_the_global_generator_follows_torch_manual_seed():
+    logits, target = _batch()
+    loss = CrossEntropy(selector=LossSampler(0.5))  # seed < 0: torch's generator
+    torch.manual_seed(3)
+    first = [loss(logits, target).item() for _ in range(3)]
+    torch.manual_seed(3)
+    assert [loss(logits, target).item() for _ in range(3)] == first and len(set(first)) == 3
+
+
 def test_sampling_from_config():
     cfg = _cfg(SAMPLING__ENABLED=True, SAMPLING__RATE=0.2, SAMPLING__MODE="fraction", SAMPLING__SEED=1)
     term = build_loss(cfg).terms["cross_entropy"]
