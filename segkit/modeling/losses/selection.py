@@ -134,9 +134,6 @@ class LossSampler:
         return up[:, : size[0], : size[1]]
 
     # -- inclusion probabilities ---------------------------------------------------
-    def _group_sizes(self, groups: torch.Tensor, cell_valid: torch.Tensor, num_groups: int) -> torch.Tensor:
-        return torch.bincount(groups[cell_valid], minlength=num_groups).to(torch.float32)
-
     def _kept_per_group(self, cell_valid, cell_class, num_classes):
         """Group id per cell, expected kept count per group, group sizes."""
         n = cell_valid.shape[0]
@@ -146,7 +143,8 @@ class LossSampler:
             sizes = n_valid
             return image, self.rate * sizes, sizes
         groups = image * num_classes + cell_class
-        sizes = self._group_sizes(groups, cell_valid, n * num_classes)
+        # valid cells per (image, class), without data-dependent shapes (no host sync)
+        sizes = (F.one_hot(cell_class, num_classes) * cell_valid.unsqueeze(-1)).sum((1, 2)).flatten().to(torch.float32)
         present = (sizes.view(n, num_classes) > 0).sum(1).clamp_min(1)
         per_class = (self.rate * n_valid / present).repeat_interleave(num_classes)
         return groups, torch.minimum(per_class, sizes), sizes
@@ -164,9 +162,7 @@ class LossSampler:
         g = torch.where(cell_valid, groups, torch.full_like(groups, sizes.numel())).flatten()
         order = torch.argsort(g.double() + u.flatten().double())
         g_sorted = g[order]
-        counts = torch.bincount(g_sorted, minlength=sizes.numel() + 1)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(g.numel(), device=g.device) - starts[g_sorted]
+        rank = torch.arange(g.numel(), device=g.device) - torch.searchsorted(g_sorted, g_sorted)
         k_ext = torch.cat([k, k.new_zeros(1)])
         kept_sorted = rank < k_ext[g_sorted]
         m = torch.zeros_like(kept_sorted).scatter(0, order, kept_sorted)
