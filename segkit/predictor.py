@@ -388,7 +388,9 @@ class Predictor:
     # -- the device part --------------------------------------------------- #
     @torch.inference_mode()
     def _run(self, arrays: List[np.ndarray], sizes: List[Tuple[int, int]], return_probs: bool) -> List[Prediction]:
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).to(self.device)
+        # Contiguous NCHW, like the test loader's batches: a channels-last view would pick
+        # other convolution kernels and change the results in the last bits.
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().to(self.device)
         with self._lock:
             probs = self._inference(batch)
             probs = self._chain(probs, batch)

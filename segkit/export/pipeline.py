@@ -55,7 +55,7 @@ class SegmentationPipeline(nn.Module):
         self.resize_logits = resize_logits
 
     def forward(self, image: torch.Tensor) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        x = image.permute(0, 3, 1, 2) if self.input_layout == "NHWC" else image
+        x = image.permute(0, 3, 1, 2).contiguous() if self.input_layout == "NHWC" else image
         logits = self.model(x)
         if self.resize_logits:
             logits = F.interpolate(logits.float(), size=x.shape[-2:], mode="bilinear", align_corners=False)
