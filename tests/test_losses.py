@@ -89,6 +89,21 @@ def test_lovasz_grad_matches_hand_values():
     assert g.tolist() == pytest.approx([0.5, 1 / 6, 1 / 3])
 
 
+@pytest.mark.parametrize("classes, class_weight, expected", [
+    # per class: 0 -> 2/3, 1 -> 2/5, 2 (absent) -> its largest error 1/3
+    ("present", None, (2 / 3 + 2 / 5) / 2),
+    ("all", None, (2 / 3 + 2 / 5 + 1 / 3) / 3),
+    ("present", [3.0, 1.0, 5.0], (3 * 2 / 3 + 2 / 5) / 4),
+    ("all", [3.0, 1.0, 5.0], (3 * 2 / 3 + 2 / 5 + 5 / 3) / 9),
+])
+def test_lovasz_class_averaging(classes, class_weight, expected):
+    # A = softmax [1/5, 3/5, 1/5] label 1, B = [1/3, 1/3, 1/3] label 0; class 2 absent
+    logits = torch.tensor([[[[0.0, 0.0]], [[math.log(3.0), 0.0]], [[0.0, 0.0]]]])
+    target = torch.tensor([[[1, 0]]])
+    loss = LovaszSoftmax(classes=classes, class_weight=class_weight)
+    assert loss(logits, target).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_lovasz_equals_jaccard_loss_for_hard_predictions():
     target = torch.tensor([[[0, 0, 1], [1, 2, 2]]])
     pred = torch.tensor([[[0, 1, 1], [1, 2, 0]]])

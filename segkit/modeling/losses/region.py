@@ -65,11 +65,16 @@ class _RegionLoss(nn.Module):
         onehot = F.one_hot(safe.flatten(1), k).permute(0, 2, 1).float() * valid
         return probs, onehot
 
-    def _reduce(self, per_class: torch.Tensor, gt_count: torch.Tensor) -> torch.Tensor:
-        """Average per-class losses (..., K) over classes, then over images."""
+    def _reduce(self, per_class: torch.Tensor, gt_count: torch.Tensor,
+                classes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Average per-class losses (..., C) over classes, then over images.
+
+        ``classes`` (C,) are the class indices of the last dimension when it is a subset.
+        """
         weight = torch.ones_like(per_class)
         if self.class_weight is not None:
-            weight = weight * self.class_weight.to(per_class)
+            cw = self.class_weight if classes is None else self.class_weight[classes]
+            weight = weight * cw.to(per_class)
         if self.classes == "present":
             weight = weight * (gt_count > 0)
         per_group = (per_class * weight).sum(-1) / weight.sum(-1).clamp_min(torch.finfo(torch.float32).tiny)
@@ -147,7 +152,12 @@ class LovaszSoftmax(_RegionLoss):
         if not self.per_image:  # one set of pixels: (1, K, N * P)
             probs = probs.permute(1, 0, 2).reshape(1, probs.shape[1], -1)
             onehot = onehot.permute(1, 0, 2).reshape(1, onehot.shape[1], -1)
+        classes = None
+        if self.classes == "present":
+            # Sorting dominates the cost: sort only classes that occur somewhere (one host sync).
+            classes = (onehot.sum(-1) > 0).any(0).nonzero().squeeze(1)
+            probs, onehot = probs[:, classes], onehot[:, classes]
         errors = (onehot - probs).abs()
         errors_sorted, order = errors.sort(dim=-1, descending=True)
         per_class = (errors_sorted * lovasz_grad(onehot.gather(-1, order))).sum(-1)
-        return self._reduce(per_class, onehot.sum(-1))
+        return self._reduce(per_class, onehot.sum(-1), classes)
