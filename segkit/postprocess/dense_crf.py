@@ -106,38 +106,41 @@ def _features(images: torch.Tensor, params: CRFParams):
     return smooth, appearance
 
 
-def _exp_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over labels of (P, K) energies, in the reference's order of operations."""
-    e = torch.exp(x - x.amax(dim=1, keepdim=True))
-    return e / e.sum(dim=1, keepdim=True)
+def _exp_normalize_(x: torch.Tensor) -> torch.Tensor:
+    """In-place softmax over labels of (P, K) energies (the reference's expAndNormalize)."""
+    x.sub_(x.amax(dim=1, keepdim=True)).exp_()
+    return x.div_(x.sum(dim=1, keepdim=True))
 
 
 class _Kernel:
     """One symmetric-normalised Gaussian kernel with a Potts compatibility of weight w."""
 
     def __init__(self, features: torch.Tensor, weight: float) -> None:
-        self.lattice = PermutohedralLattice(features)
+        lattice = PermutohedralLattice(features)
         ones = torch.ones(features.shape[0] * features.shape[1], 1, dtype=torch.float32, device=features.device)
-        norm = self.lattice.filter(ones).to(torch.float64)
+        norm = lattice.filter(ones).to(torch.float64)
         # NORMALIZE_SYMMETRIC: D^{-1/2} K D^{-1/2}, computed in double as the reference.
-        self.norm = (1.0 / torch.sqrt(norm + 1e-20)).to(torch.float32)
-        self.neg_weight = -float(np.float32(weight))
+        norm = (1.0 / torch.sqrt(norm + 1e-20)).to(torch.float32)[:, 0]
+        # Potts: the message for label l is -w * sum_j k(i, j) Q_j(l), and the update
+        # subtracts it from the energy, i.e. adds w * D^-1/2 K D^-1/2 Q. Fold both
+        # normalisations and w into the splat and slice weights.
+        self.operator = lattice.operator(pre=norm, post=norm * float(np.float32(weight)))
 
-    def message(self, q: torch.Tensor) -> torch.Tensor:
-        """Potts pairwise term for beliefs q (P, K): -w * D^-1/2 K D^-1/2 q."""
-        filtered = self.lattice.filter(q * self.norm) * self.norm
-        return self.neg_weight * filtered
+    def add_message_(self, energy: torch.Tensor, q: torch.Tensor) -> None:
+        """energy (P, K) += w * D^-1/2 K D^-1/2 q, in place."""
+        self.operator(q, out=energy)
 
 
 def _mean_field(unary: torch.Tensor, kernels: Sequence[_Kernel], iterations: int) -> torch.Tensor:
     """Mean-field inference (Krähenbühl and Koltun 2011, alg. 1) on (P, K) unaries."""
-    neg_unary = -unary
-    q = _exp_normalize(neg_unary)
+    neg_unary = -unary.contiguous()
+    q = _exp_normalize_(neg_unary.clone())
+    energy = torch.empty_like(q)
     for _ in range(iterations):
-        energy = neg_unary
+        energy.copy_(neg_unary)
         for kernel in kernels:
-            energy = energy - kernel.message(q)
-        q = _exp_normalize(energy)
+            kernel.add_message_(energy, q)
+        q, energy = _exp_normalize_(energy), q
     return q
 
 
@@ -151,7 +154,7 @@ def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) 
         kernels.append(_Kernel(smooth, params.w2))
     if params.w1 > 0:
         kernels.append(_Kernel(appearance, params.w1))
-    rows = unary.permute(0, 2, 3, 1).reshape(b * h * w, k)
+    rows = unary.permute(0, 2, 3, 1).reshape(b * h * w, k).contiguous()  # (P, K), a row per pixel
     q = _mean_field(rows, kernels, int(params.iterations))
     return q.reshape(b, h, w, k).permute(0, 3, 1, 2).contiguous()
 

@@ -28,12 +28,12 @@ so the lattices of different images never share a vertex.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["PermutohedralLattice"]
+__all__ = ["LatticeFilter", "PermutohedralLattice"]
 
 
 
@@ -153,15 +153,15 @@ def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, batch: int):
     ks = torch.arange(d1, device=device) * strides[1]
     codes = base[:, None] + ks
     codes[:, 1:] -= top[:, :-1]
-    return codes, radix, strides
+    total = 1
+    for r in radix:
+        total *= r
+    return codes, radix, strides, total
 
 
-def _csr(crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, shape) -> torch.Tensor:
-    """A CSR matrix with int32 indices when they fit (halves index memory and traffic)."""
-    itype = torch.int32 if max(shape[0], shape[1], col.numel()) < 2**31 - 1 else torch.int64
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow.to(itype), col.to(itype), val, shape, check_invariants=False)
+def _index_dtype(device: torch.device, count: int) -> torch.dtype:
+    """int32 indices where the CPU kernels accept them (less memory traffic), else int64."""
+    return torch.int32 if device.type == "cpu" and count < 2**31 - 1 else torch.int64
 
 
 class PermutohedralLattice:
@@ -193,15 +193,18 @@ class PermutohedralLattice:
         self.batch, self.num_points, self.dim = b, n, d
         feats = features.reshape(b * n, d).to(torch.float32)
         rem0, rank, bary = _enclosing_simplex(_elevate(feats))
-        codes, radix, strides = _vertex_codes(rem0, rank, b)
+        codes, radix, strides, total = _vertex_codes(rem0, rank, b)
+        if total < 2**31:  # int32 keys sort about twice as fast
+            codes = codes.to(torch.int32)
         self.weights = bary
         self.alpha = torch.tensor(1.0 / (1.0 + 2.0 ** (-d)), dtype=torch.float32).item()
         self._number_vertices(codes)
         self._build_blur(radix, strides)
+        self._plain: Optional["LatticeFilter"] = None
 
     # ------------------------------------------------------------------ build
     def _number_vertices(self, codes: torch.Tensor) -> None:
-        """Number vertices by code order and build the splat and slice matrices.
+        """Number vertices by code order and lay out the splat and slice matrices.
 
         One stable sort of the codes gives at once the distinct vertices, each
         point's vertex indices and the splat matrix in CSR order (rows = vertices,
@@ -213,22 +216,16 @@ class PermutohedralLattice:
         new = torch.ones_like(sorted_codes, dtype=torch.bool)
         new[1:] = sorted_codes[1:] != sorted_codes[:-1]
         starts = torch.nonzero(new).squeeze(1)
-        self.vertex_codes = sorted_codes[starts]
+        self.vertex_codes = sorted_codes[starts].to(torch.int64)
         m = self.num_vertices = int(starts.numel())
-        offsets = torch.empty_like(flat)
+        offsets = torch.empty_like(perm)
         offsets[perm] = torch.cumsum(new, dim=0) - 1
         self.offsets = offsets.reshape(p, d1)
-        total = torch.tensor([p * d1], device=codes.device)
-        self._splat = _csr(torch.cat([starts, total]), perm // d1, self.weights.reshape(-1)[perm], (m, p))
-        crow = torch.arange(0, p * d1 + 1, d1, device=codes.device)
-        cols, weights = self.offsets, self.weights
-        if codes.device.type != "cpu":  # cuSPARSE wants sorted columns within a row
-            cols, order = torch.sort(cols, dim=1)
-            weights = torch.gather(weights, 1, order)
-        # The reference folds alpha into the slice weights for more than two channels
-        # (its SSE path) and multiplies by alpha last otherwise: keep both.
-        self._slice = _csr(crow, cols.reshape(-1), weights.reshape(-1), (p, m))
-        self._slice_alpha = _csr(crow, cols.reshape(-1), (weights * self.alpha).reshape(-1), (p, m))
+        itype = _index_dtype(codes.device, p * d1)
+        self._splat_bags = starts.to(itype)  # bag b = splat row of vertex b
+        self._splat_entries = perm  # flat (point, vertex) entry behind each splat term
+        self._splat_col = (perm // d1).to(itype)
+        self._slice_col = self.offsets.to(itype)
 
     def _build_blur(self, radix, strides) -> None:
         """One CSR matrix per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2)."""
@@ -247,14 +244,34 @@ class PermutohedralLattice:
                 # A missing neighbour contributes zero (the reference's zero row).
                 cols.append(torch.where(hit, pos, rows))
                 vals.append(hit.to(torch.float32) * 0.5)
-            col = torch.stack(cols, dim=1)
-            val = torch.stack(vals, dim=1)
-            col, order = torch.sort(col, dim=1)
-            val = torch.gather(val, 1, order)
-            crow = torch.arange(0, 3 * m + 1, 3, device=codes.device)
-            self._blur.append(_csr(crow, col.reshape(-1), val.reshape(-1), (m, m)))
+            itype = _index_dtype(codes.device, m)
+            self._blur.append((torch.stack(cols, dim=1).to(itype), torch.stack(vals, dim=1)))
 
     # ------------------------------------------------------------------ filtering
+    def operator(
+        self, pre: Optional[torch.Tensor] = None, post: Optional[torch.Tensor] = None, fold_alpha: bool = True
+    ) -> "LatticeFilter":
+        """The filter ``v -> post * K (pre * v)`` with both scalings folded into the weights.
+
+        Args:
+            pre: (B*N,) per-point factor applied before splatting, or None.
+            post: (B*N,) per-point factor applied after slicing, or None.
+            fold_alpha: fold the reference's alpha into the slice weights (its SSE
+                path, used for more than two channels) rather than scaling the output.
+        """
+        splat_w = self.weights.reshape(-1)[self._splat_entries]
+        if pre is not None:
+            splat_w = splat_w * pre[self._splat_col.long()]
+        slice_w = self.weights * self.alpha if fold_alpha else self.weights
+        if post is not None:
+            slice_w = slice_w * post[:, None]
+        return LatticeFilter(
+            (self._splat_col, self._splat_bags, splat_w),
+            self._blur,
+            (self._slice_col, slice_w.contiguous()),
+            1.0 if fold_alpha else self.alpha,
+        )
+
     def filter(self, values: torch.Tensor) -> torch.Tensor:
         """Gaussian-filter per-point values with the lattice (splat, blur, slice).
 
@@ -264,12 +281,41 @@ class PermutohedralLattice:
         Returns:
             (B*N, C) float32 filtered values.
         """
-        lattice = self._splat @ values
-        for blur in self._blur:
-            lattice = blur @ lattice
-        if values.shape[1] > 2:
-            return self._slice_alpha @ lattice
-        return (self._slice @ lattice) * self.alpha
+        if values.shape[1] <= 2:
+            if self._plain is None:
+                self._plain = self.operator(fold_alpha=False)
+            return self._plain(values)
+        return self.operator()(values)
+
+
+class LatticeFilter:
+    """Splat, blur and slice as weighted gathers (``embedding_bag`` sums).
+
+    Each step is a sparse matrix product written as bags of weighted rows: the
+    splat's bag for a vertex lists the points that touch it, a blur bag is a vertex
+    and its two neighbours along one lattice direction (weights 1, 1/2, 1/2; a
+    missing neighbour has weight 0), a slice bag is a point's d+1 simplex vertices.
+    ``embedding_bag`` runs these as fused gather-multiply-add kernels on CPU and GPU.
+
+    ``__call__(values, out=None)`` returns ``slice(blur_d(...blur_0(splat(values))))``
+    times ``scale``; with ``out`` it adds the result into ``out`` in place.
+    """
+
+    def __init__(self, splat, blur, slice_, scale: float = 1.0) -> None:
+        self.splat, self.blur, self.slice, self.scale = splat, list(blur), slice_, scale
+
+    def __call__(self, values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        col, bags, weights = self.splat
+        lattice = F.embedding_bag(col, values, bags, mode="sum", per_sample_weights=weights)
+        for cols, vals in self.blur:
+            lattice = F.embedding_bag(cols, lattice, mode="sum", per_sample_weights=vals)
+        cols, vals = self.slice
+        result = F.embedding_bag(cols, lattice, mode="sum", per_sample_weights=vals)
+        if self.scale != 1.0:
+            result = result * self.scale
+        if out is None:
+            return result
+        return out.add_(result)
 
 
 def _neighbour_codes(codes, k_v, digits, j, sign, d, strides):
