@@ -177,6 +177,10 @@ def test_class_weights_from_counts_formulas():
     med = class_weights_from_counts(counts, "median_frequency")  # median freq 0.3
     raw = [0.5, 1.0, 3.0]
     assert med == pytest.approx([r / (sum(raw) / 3) for r in raw] + [0.0])
+    # Eigen & Fergus: freq(c) over the images where c occurs: 600/1000, 300/400, 100/100 -> median 0.75
+    med = class_weights_from_counts(counts, "median_frequency", pixels_where_present=[1000, 400, 100, 0])
+    raw = [0.75 / 0.6, 1.0, 0.75]
+    assert med == pytest.approx([r / (sum(raw) / 3) for r in raw] + [0.0])
     eff = class_weights_from_counts([1, 2, 0], "effective_number", beta=0.5)  # (1-b)/(1-b^n): 1, 2/3
     assert eff == pytest.approx([1 / (5 / 6), (2 / 3) / (5 / 6), 0.0])
 

@@ -33,7 +33,8 @@ def _normalise_present(weights: List[float], counts: Sequence[float]) -> List[fl
     return [w / mean if n > 0 else 0.0 for w, n in zip(weights, counts)]
 
 
-def class_weights_from_counts(counts: Sequence[float], method: str, beta: float = 0.9999) -> List[float]:
+def class_weights_from_counts(counts: Sequence[float], method: str, beta: float = 0.9999,
+                              pixels_where_present: Optional[Sequence[float]] = None) -> List[float]:
     """Per-class weights from pixel counts.
 
     Classes with zero pixels get weight 0 (they never appear as a target). Weights of
@@ -41,12 +42,15 @@ def class_weights_from_counts(counts: Sequence[float], method: str, beta: float 
 
     Args:
         counts: pixel count per class, length K.
-        method: ``"inverse_frequency"`` (w_c = 1 / f_c), ``"median_frequency"``
-            (Eigen & Fergus, ICCV 2015, sec. 4.1: w_c = median(f) / f_c, here with
-            f_c = n_c / total since per-image presence is not in ``counts``) or
-            ``"effective_number"`` (Cui et al., CVPR 2019, sec. 3:
+        method: ``"inverse_frequency"`` (w_c = 1 / f_c with f_c = n_c / total),
+            ``"median_frequency"`` (Eigen & Fergus, ICCV 2015, sec. 4.1:
+            w_c = median(freq) / freq(c), freq(c) = n_c / pixels of the images where c
+            occurs) or ``"effective_number"`` (Cui et al., CVPR 2019, sec. 3:
             w_c = (1 - beta) / (1 - beta ** n_c)).
         beta: the effective-number hyper-parameter in [0, 1).
+        pixels_where_present: for median frequency, the total pixels of the images in
+            which each class occurs; without it freq(c) = f_c, which after scaling
+            equals inverse frequency.
 
     Returns:
         list of K floats.
@@ -61,6 +65,8 @@ def class_weights_from_counts(counts: Sequence[float], method: str, beta: float 
     if method == "inverse_frequency":
         raw = [1.0 / f if f > 0 else 0.0 for f in freq]
     elif method == "median_frequency":
+        if pixels_where_present is not None:
+            freq = [n / float(t) if n > 0 else 0.0 for n, t in zip(counts, pixels_where_present)]
         present = sorted(f for f in freq if f > 0)
         mid = len(present) // 2
         median = present[mid] if len(present) % 2 else 0.5 * (present[mid - 1] + present[mid])
