@@ -74,7 +74,8 @@ def _one_thread():
         # class 1: errors sorted [1/2 (gt 0), 1/4 (gt 1)], grad [1/2, 1/2] -> 3/8
         (LovaszSoftmax(), (1 / 2 + 3 / 8) / 2),
     ],
-    ids=["ce", "ce_weighted", "ce_sum", "focal2", "focal0", "focal_alpha", "dice", "dice_smooth", "dice_e1", "dice_w", "lovasz"],
+    ids=["ce", "ce_weighted", "ce_sum", "focal2", "focal0", "focal_alpha",
+         "dice", "dice_smooth", "dice_e1", "dice_w", "lovasz"],
 )
 def test_exact_values(loss, expected):
     logits, target = _tiny()

@@ -21,7 +21,9 @@ class FrozenBatchNorm2d(nn.Module):  # recognised as a norm layer by its class n
 def _model():
     torch.manual_seed(0)
     m = nn.Module()
-    m.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1, bias=False), FrozenBatchNorm2d(4))
+    m.backbone = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1, bias=False), FrozenBatchNorm2d(4)
+    )
     m.head = nn.Module()
     m.head.conv = nn.Conv2d(4, 4, 3)
     m.head.gn = nn.GroupNorm(2, 4)
@@ -105,7 +107,8 @@ def test_sgd_step_uses_the_group_learning_rates():
         p.grad = torch.ones_like(p)
     opt.step()
     after = dict(model.named_parameters())
-    assert torch.allclose(before["head.predictor.weight"] - after["head.predictor.weight"], torch.full((2, 4, 1, 1), 1.0))
+    step = before["head.predictor.weight"] - after["head.predictor.weight"]
+    assert torch.allclose(step, torch.full((2, 4, 1, 1), 1.0))
     assert torch.allclose(before["head.conv.weight"] - after["head.conv.weight"], torch.full((4, 4, 3, 3), 0.1))
 
 

@@ -36,7 +36,9 @@ def param_group_rules_from_config(rules: Sequence[Any]) -> List[Tuple[str, float
                              f"WEIGHT_DECAY_MULT); got {rule!r}.")
         extra = set(rule) - _RULE_KEYS
         if extra:
-            raise ValueError(f"SOLVER.PARAM_GROUPS[{i}] has unknown field(s) {sorted(extra)}; allowed: {sorted(_RULE_KEYS)}.")
+            raise ValueError(
+                f"SOLVER.PARAM_GROUPS[{i}] has unknown field(s) {sorted(extra)}; allowed: {sorted(_RULE_KEYS)}."
+            )
         out.append((str(rule["PATTERN"]), float(rule.get("LR_MULT", 1.0)), float(rule.get("WEIGHT_DECAY_MULT", 1.0))))
     return out
 
@@ -47,7 +49,9 @@ def _compile(rules: Sequence[Tuple[str, float, float]]):
         try:
             compiled.append((re.compile(pattern), lr_mult, wd_mult))
         except re.error as exc:
-            raise ValueError(f"SOLVER.PARAM_GROUPS[{i}].PATTERN '{pattern}' is not a valid regular expression: {exc}") from exc
+            raise ValueError(
+                f"SOLVER.PARAM_GROUPS[{i}].PATTERN '{pattern}' is not a valid regular expression: {exc}"
+            ) from exc
     return compiled
 
 

@@ -52,7 +52,9 @@ class CombinedLoss(nn.Module):
         Returns:
             ``{"loss_<key><suffix>": scalar}``, one entry per term.
         """
-        return {f"loss_{k}{suffix}": term(logits, target) * (self.weights[k] * weight) for k, term in self.terms.items()}
+        return {
+            f"loss_{k}{suffix}": term(logits, target) * (self.weights[k] * weight) for k, term in self.terms.items()
+        }
 
 
 def _accepted_args(obj: Any) -> Optional[set]:
@@ -97,10 +99,14 @@ def _parse_terms(terms: List[Any]) -> List[Dict[str, Any]]:
         if isinstance(term, str):
             term = {"NAME": term}
         if not isinstance(term, Mapping) or "NAME" not in term:
-            raise ValueError(f"MODEL.LOSS.TERMS[{i}] must be a mapping with NAME (and WEIGHT, ARGS, KEY); got {term!r}.")
+            raise ValueError(
+                f"MODEL.LOSS.TERMS[{i}] must be a mapping with NAME (and WEIGHT, ARGS, KEY); got {term!r}."
+            )
         extra = set(term) - _TERM_KEYS
         if extra:
-            raise ValueError(f"MODEL.LOSS.TERMS[{i}] has unknown field(s) {sorted(extra)}; allowed: {sorted(_TERM_KEYS)}.")
+            raise ValueError(
+                f"MODEL.LOSS.TERMS[{i}] has unknown field(s) {sorted(extra)}; allowed: {sorted(_TERM_KEYS)}."
+            )
         parsed.append(dict(term))
     return parsed
 

@@ -142,7 +142,9 @@ def load_class_weights(
         return None
     if method == "explicit":
         if not values:
-            raise ValueError("MODEL.LOSS.CLASS_WEIGHT.METHOD is 'explicit' but MODEL.LOSS.CLASS_WEIGHT.VALUES is empty.")
+            raise ValueError(
+                "MODEL.LOSS.CLASS_WEIGHT.METHOD is 'explicit' but MODEL.LOSS.CLASS_WEIGHT.VALUES is empty."
+            )
         return _validate(values, num_classes, "MODEL.LOSS.CLASS_WEIGHT.VALUES")
     if method not in _FROM_FILE:
         raise ValueError(f"Unknown MODEL.LOSS.CLASS_WEIGHT.METHOD '{method}'. Choose one of {CLASS_WEIGHT_METHODS}.")

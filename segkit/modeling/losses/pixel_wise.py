@@ -21,7 +21,8 @@ def check_inputs(logits: torch.Tensor, target: torch.Tensor) -> None:
     """Raise a readable error when logits (N, K, H, W) and target (N, H, W) disagree."""
     if logits.dim() != 4 or target.dim() != 3:
         raise ValueError(
-            f"Losses take logits (N, K, H, W) and target (N, H, W); got {tuple(logits.shape)} and {tuple(target.shape)}."
+            "Losses take logits (N, K, H, W) and target (N, H, W); "
+            f"got {tuple(logits.shape)} and {tuple(target.shape)}."
         )
     if logits.shape[0] != target.shape[0] or logits.shape[2:] != target.shape[1:]:
         raise ValueError(
