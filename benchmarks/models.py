@@ -8,10 +8,11 @@ architecture, and ``deeplabv3_resnet50`` for reference), at one input size:
 * parameters, and GFLOP of one forward pass (fvcore ``FlopCountAnalysis`` counts
   multiply-adds; reported here x2 so that it is comparable with the matmul's 2*n^3);
 * median inference time (``torch.inference_mode``, eval) and training-step time
-  (forward + loss + backward, train mode), with runs of all models interleaved so
-  that machine load drifts hit them alike;
+  (forward + loss + backward, train mode); the peers' runs are interleaved so that
+  machine load drifts hit them alike, and each built-in model is then measured on
+  its own (built, timed, freed: they do not all fit in memory at once);
 * achieved GFLOP/s in inference as a fraction of a 2048x2048 float32 matmul's
-  GFLOP/s measured in the same run (before, between and after the models).
+  GFLOP/s measured in the same run (before, between the repeats, and after).
 
 segkit models run eagerly and through :func:`segkit.modeling.optimize.optimize_for_inference`
 (batch norm folded, channels-last); training runs NCHW and channels-last. Models
@@ -25,6 +26,7 @@ Prints a table and writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import json
 import logging
@@ -189,33 +191,39 @@ def _torchvision_entry(name: str, builder: Callable[..., nn.Module], images: tor
 
 
 def _voc_configs(pattern: str) -> List[str]:
-    return sorted(glob.glob(str(ROOT / pattern)))
+    # Base-*.yaml are fragments other configs inherit, not models.
+    return sorted(p for p in glob.glob(str(ROOT / pattern)) if not Path(p).name.startswith("Base-"))
 
 
-def build_entries(args, device: torch.device) -> List[Entry]:
-    """The peers first, then every config's model; configs that fail to build are reported."""
-    import torchvision.models.segmentation as tvseg
-
+def _inputs(args):
     g = torch.Generator().manual_seed(0)
     images = torch.rand(args.batch, 3, args.size, args.size, generator=g) * 255
     targets = torch.randint(0, 21, (args.batch, args.size, args.size), generator=g)
+    return images, targets
+
+
+def peer_entries(args, device: torch.device) -> List[Entry]:
+    """torchvision's fcn_resnet50 and deeplabv3_resnet50, segkit's FCN-R50 in its variants."""
+    import torchvision.models.segmentation as tvseg
+
+    images, targets = _inputs(args)
     entries = [_torchvision_entry("torchvision fcn_resnet50", tvseg.fcn_resnet50, images, targets, device, "peer")]
     cfg = get_cfg()
     cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in SEGKIT_FCN_R50] + ["MODEL.DEVICE", str(device)])
     entries += _segkit_entries("segkit FCN dilated R50", cfg, images, targets, "peer", variants=True, jit=True)
     entries.append(_torchvision_entry("torchvision deeplabv3_resnet50", tvseg.deeplabv3_resnet50, images, targets,
                                       device, "reference"))
-    for path in ([] if args.peers_only else _voc_configs(args.configs)):
-        name = Path(path).stem
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                cfg = load_config(path, ["MODEL.DEVICE", str(device), "MODEL.BACKBONE.PRETRAINED", ""])
-                entries += _segkit_entries(name, cfg, images, targets, "built-in", variants=False,
-                                           jit=not args.quick)
-        except Exception as exc:  # noqa: BLE001 - a broken config is reported, not fatal
-            logging.warning("skipping %s: %s: %s", name, type(exc).__name__, exc)
     return entries
+
+
+def config_entries(args, device: torch.device, path: str) -> List[Entry]:
+    """segkit's model of one config (optimised inference, eager training step)."""
+    images, targets = _inputs(args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(path, ["MODEL.DEVICE", str(device), "MODEL.BACKBONE.PRETRAINED", ""])
+        return _segkit_entries(Path(path).stem, cfg, images, targets, "built-in", variants=False,
+                               jit=not args.quick)
 
 
 def profile_limits(entry: Entry, top: int = 6) -> List[Dict[str, object]]:
@@ -230,18 +238,12 @@ def profile_limits(entry: Entry, top: int = 6) -> List[Dict[str, object]]:
     return [{"op": e.key, "share": round(e.self_cpu_time_total / total, 3)} for e in events[:top]]
 
 
-def run(args) -> Dict[str, object]:
-    device = resolve_device(args.device)
-    torch.manual_seed(0)
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    peaks = [matmul_gflops(device)]
-    entries = build_entries(args, device)
+def measure(entries: List[Entry], args, device: torch.device, peaks: List[float]) -> List[dict]:
+    """Warm up, then time the entries' runs interleaved; a matmul peak between repeats."""
     flops = {}
     for e in entries:
         x = torch.rand(args.batch, 3, args.size, args.size, device=device) * 255
-        if e.name.startswith("torchvision"):
-            x = (x - 120) / 58
-        flops[e.name] = count_gflop(e.flop_model, x)
+        flops[e.name] = count_gflop(e.flop_model, (x - 120) / 58 if e.name.startswith("torchvision") else x)
     for e in entries:  # warm-up (allocator, oneDNN/cuDNN algorithm choice)
         for _ in range(args.warmup):
             e.infer()
@@ -254,28 +256,49 @@ def run(args) -> Dict[str, object]:
         for e in entries:
             if e.train:
                 e.train_times.append(_timed(e.train, device))
-        logging.info("repeat %d/%d done", rep + 1, args.repeats)
-    peaks.append(matmul_gflops(device))
-    return _summarise(args, device, entries, flops, peaks, load_before)
-
-
-def _summarise(args, device, entries, flops, peaks, load_before) -> Dict[str, object]:
     peak = statistics.median(peaks)
     rows = []
     for e in entries:
-        infer = statistics.median(e.infer_times)
-        row = {
-            "model": e.name, "group": e.group, "params_M": round(_params(e.flop_model) / 1e6, 2),
-            "gflop": round(flops[e.name], 1), "infer_s": round(infer, 4),
-            "infer_min_s": round(min(e.infer_times), 4), "infer_runs_s": [round(t, 4) for t in e.infer_times],
-            "train_s": round(statistics.median(e.train_times), 4) if e.train_times else None,
-            "train_runs_s": [round(t, 4) for t in e.train_times],
-            "gflops_per_s": round(flops[e.name] / infer, 1), "fraction_of_peak": round(flops[e.name] / infer / peak, 3),
-        }
-        if row["fraction_of_peak"] < args.target and "[optimized]" in e.name and not args.no_profile:
+        row = _row(e, flops[e.name])
+        if row["gflop"] / row["infer_s"] / peak < args.target and "[optimized]" in e.name and not args.no_profile:
             row["time_by_op"] = profile_limits(e)
         rows.append(row)
-    result = {
+        logging.info("%s: %.3f s inference, %s s training", e.name, row["infer_s"], row["train_s"])
+    return rows
+
+
+def _row(e: Entry, gflop: float) -> dict:
+    infer = statistics.median(e.infer_times)
+    return {
+        "model": e.name, "group": e.group, "params_M": round(_params(e.flop_model) / 1e6, 2),
+        "gflop": round(gflop, 1), "infer_s": round(infer, 4), "infer_min_s": round(min(e.infer_times), 4),
+        "infer_runs_s": [round(t, 4) for t in e.infer_times],
+        "train_s": round(statistics.median(e.train_times), 4) if e.train_times else None,
+        "train_runs_s": [round(t, 4) for t in e.train_times], "gflops_per_s": round(gflop / infer, 1),
+    }
+
+
+def run(args) -> Dict[str, object]:
+    """Peers measured together (interleaved); then each config's model alone, freed after."""
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    peaks = [matmul_gflops(device)]
+    rows = measure(peer_entries(args, device), args, device, peaks)
+    for path in ([] if args.peers_only else _voc_configs(args.configs)):
+        try:
+            entries = config_entries(args, device, path)
+        except Exception as exc:  # noqa: BLE001 - a config that does not build is reported, not fatal
+            logging.warning("skipping %s: %s: %s", Path(path).stem, type(exc).__name__, exc)
+            continue
+        rows += measure(entries, args, device, peaks)
+        del entries
+        gc.collect()
+    peaks.append(matmul_gflops(device))
+    peak = statistics.median(peaks)
+    for r in rows:
+        r["fraction_of_peak"] = round(r["gflops_per_s"] / peak, 3)
+    return {
         "size": args.size, "batch": args.batch, "repeats": args.repeats, "device": str(device),
         "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "matmul_gflops_runs": [round(p, 1) for p in peaks],
@@ -283,7 +306,6 @@ def _summarise(args, device, entries, flops, peaks, load_before) -> Dict[str, ob
         "loadavg_after": os.getloadavg() if hasattr(os, "getloadavg") else None, "models": rows,
         "ratios": _ratios(rows), "target_fraction": args.target,
     }
-    return result
 
 
 def _ratios(rows: List[dict]) -> Dict[str, Optional[float]]:

@@ -165,3 +165,19 @@ def test_paper_figure_variant_is_smaller():
     model = _meta_model("refinenet_resnet101_paper.yaml")
     assert len(model.head.blocks[0].crp.convs) == 2 and len(model.head.extra) == 2
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(95.5e6, rel=0.01)
+
+
+def test_fashion_scenes_cpu_config_trains_one_step():
+    from segkit.config import load_config
+    from segkit.modeling import build_model
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "fashion_scenes" / "refinenet_resnet18_cpu.yaml"
+    model = build_model(load_config(str(path), ["MODEL.DEVICE", "cpu"])).train()
+    images = torch.randint(0, 256, (2, 3, 33, 47), dtype=torch.uint8)
+    targets = torch.randint(0, 11, (2, 33, 47))
+    losses = model(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    model.eval()
+    assert model(images).shape == (2, 11, 33, 47)
