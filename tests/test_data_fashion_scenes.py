@@ -50,17 +50,20 @@ def test_train_and_val_sources_are_disjoint():
 
 
 def test_materialises_voc_layout_atomically_keyed_by_params(tmp_path):
-    out = materialize_fashion_scenes(SMALL, str(tmp_path), workers=1)
-    assert os.path.basename(out) == SMALL.key() and SMALL.key().startswith(f"v{fs.GENERATOR_VERSION}-")
+    out = materialize_fashion_scenes(SMALL, "train", str(tmp_path), workers=1)
+    assert os.path.basename(out) == SMALL.key("train") and f"-v{fs.GENERATOR_VERSION}-" in SMALL.key("train")
     ids = open(os.path.join(out, "ImageSets", "Segmentation", "train.txt")).read().split()
     assert len(ids) == 12 and ids[0] == "train_000000"
-    mask = Image.open(os.path.join(out, "SegmentationClass", "val_000002.png"))
+    assert os.path.isfile(os.path.join(out, "JPEGImages", "train_000011.jpg"))
+    val = materialize_fashion_scenes(SMALL, "val", str(tmp_path), workers=2)
+    mask = Image.open(os.path.join(val, "SegmentationClass", "val_000002.png"))
     assert mask.mode == "P"
     np.testing.assert_array_equal(np.array(mask), compose_scene(SMALL, "val", 2)[1])
-    assert os.path.isfile(os.path.join(out, "JPEGImages", "train_000011.jpg"))
-    assert materialize_fashion_scenes(SMALL, str(tmp_path)) == out  # cached
-    other = materialize_fashion_scenes(FashionScenesParams(num_train=13, num_val=4), str(tmp_path), workers=1)
-    assert other != out
+    assert materialize_fashion_scenes(SMALL, "train", str(tmp_path)) == out  # cached
+    more_train = FashionScenesParams(num_train=13, num_val=4)
+    assert materialize_fashion_scenes(more_train, "train", str(tmp_path), workers=1) != out  # regenerated
+    assert more_train.key("val") == SMALL.key("val")  # val untouched by NUM_TRAIN
+    assert FashionScenesParams(num_train=12, num_val=4, seed=1).key("val") != SMALL.key("val")
     leftovers = [d for d in os.listdir(os.path.join(str(tmp_path), "fashion_scenes")) if d.startswith(".")]
     assert leftovers == []
 

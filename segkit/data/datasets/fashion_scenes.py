@@ -62,9 +62,19 @@ class FashionScenesParams:
     max_garment_size: int = 84
     seed: int = 0
 
-    def key(self) -> str:
-        blob = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
-        return f"v{GENERATOR_VERSION}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+    def count(self, split: str) -> int:
+        return self.num_train if split == "train" else self.num_val
+
+    def key(self, split: str) -> str:
+        """Cache folder name of ``split``: the generator version and every parameter that shapes it.
+
+        The other split's scene count is left out, so that changing
+        ``NUM_TRAIN`` does not regenerate the validation scenes.
+        """
+        params = asdict(self)
+        params.pop("num_val" if split == "train" else "num_train")
+        blob = json.dumps({"version": GENERATOR_VERSION, "split": split, **params}, sort_keys=True)
+        return f"{split}-v{GENERATOR_VERSION}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -144,38 +154,40 @@ def _write_scenes(args: Tuple[FashionScenesParams, str, int, int, str]) -> List[
     return ids
 
 
-def _generate(p: FashionScenesParams, out: str, workers: int) -> None:
+def _generate(p: FashionScenesParams, split: str, out: str, workers: int) -> None:
     for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
-    for split, n in (("train", p.num_train), ("val", p.num_val)):
-        chunk = max(1, -(-n // (4 * max(1, workers))))
-        jobs = [(p, split, s, min(n, s + chunk), out) for s in range(0, n, chunk)]
-        if workers > 1 and len(jobs) > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                ids = [i for part in pool.map(_write_scenes, jobs) for i in part]
-        else:
-            ids = [i for job in jobs for i in _write_scenes(job)]
-        with open(os.path.join(out, "ImageSets", "Segmentation", f"{split}.txt"), "w") as f:
-            f.write("\n".join(ids) + "\n")
+    n = p.count(split)
+    chunk = max(1, -(-n // (4 * max(1, workers))))
+    jobs = [(p, split, s, min(n, s + chunk), out) for s in range(0, n, chunk)]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            ids = [i for part in pool.map(_write_scenes, jobs) for i in part]
+    else:
+        ids = [i for job in jobs for i in _write_scenes(job)]
+    with open(os.path.join(out, "ImageSets", "Segmentation", f"{split}.txt"), "w") as f:
+        f.write("\n".join(ids) + "\n")
     with open(os.path.join(out, "fashion_scenes.json"), "w") as f:
-        json.dump({"generator_version": GENERATOR_VERSION, **asdict(p)}, f, indent=1)
+        json.dump({"generator_version": GENERATOR_VERSION, "split": split, **asdict(p)}, f, indent=1)
 
 
-def materialize_fashion_scenes(p: FashionScenesParams = FashionScenesParams(), cache_dir: str = "",
-                               workers: int = 0) -> str:
-    """Write the scenes once into the cache (VOC layout) and return that folder.
+def materialize_fashion_scenes(p: FashionScenesParams = FashionScenesParams(), split: str = "train",
+                               cache_dir: str = "", workers: int = 0) -> str:
+    """Write the scenes of ``split`` once into the cache (VOC layout) and return that folder.
 
     Generation goes to a temporary folder renamed into place, so concurrent
-    processes (distributed ranks, loader workers) never see a half-written set.
+    processes (distributed ranks, several test sessions) never see a half-written set.
     """
+    if split not in ("train", "val"):
+        raise ValueError(f"FashionScenes has splits 'train' and 'val', not '{split}'.")
     base = os.path.join(cache_dir or default_cache_dir(), "fashion_scenes")
-    final = os.path.join(base, p.key())
+    final = os.path.join(base, p.key(split))
     if os.path.isdir(final):
         return final
     os.makedirs(base, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{p.key()}-", dir=base)
+    tmp = tempfile.mkdtemp(prefix=f".{p.key(split)}-", dir=base)
     try:
-        _generate(p, tmp, workers or min(4, os.cpu_count() or 1))
+        _generate(p, split, tmp, workers or min(4, os.cpu_count() or 1))
         os.rename(tmp, final)
     except OSError:
         if not os.path.isdir(final):  # a real failure, not a lost race with another process
@@ -205,7 +217,7 @@ def _register_pair(prefix: str, holder: _ParamsHolder, cache_dir: str) -> None:
     colors = voc_palette(len(FASHION_SCENES_CLASSES))
     for split in ("train", "val"):
         def load(root, _split=split):  # root is unused: the set is generated, not downloaded
-            return load_voc_semseg(materialize_fashion_scenes(holder.params, cache_dir), _split)
+            return load_voc_semseg(materialize_fashion_scenes(holder.params, _split, cache_dir), _split)
 
         register_semseg(f"{prefix}_{split}", load, FASHION_SCENES_CLASSES, colors, 255)
 
