@@ -121,3 +121,19 @@ def test_freeze_traced_matches_eager():
     frozen = freeze_traced(model, x)
     assert isinstance(frozen, torch.jit.ScriptModule)
     assert torch.allclose(frozen(x), model(x), atol=1e-5)
+
+
+def test_segkit_model_optimized_matches_eager():
+    from segkit.config import get_cfg
+    from segkit.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.WIDTH", "8",
+                         "MODEL.RESNETS.OUT_FEATURES", '["res2", "res3", "res4", "res5"]',
+                         "MODEL.HEAD.NAME", "RefineNetHead", "MODEL.HEAD.IN_FEATURES", '["res2", "res3", "res4", "res5"]',
+                         "MODEL.REFINENET.CHANNELS", "[16, 8, 8, 8]", "MODEL.NUM_CLASSES", "3"])
+    model = _randomise_bn_(build_model(cfg)).eval()
+    images = torch.randint(0, 256, (1, 3, 40, 36), dtype=torch.uint8)
+    fast = optimize_for_inference(model)
+    assert fast.folded_batchnorms == 20 and _count(fast, nn.BatchNorm2d) == 0  # ResNet-18: 20 BNs
+    assert torch.allclose(fast(images), model(images), atol=1e-5, rtol=1e-5)
