@@ -37,6 +37,9 @@ class CombinedLoss(nn.Module):
         self.weights = {k: float((weights or {}).get(k, 1.0)) for k in self.terms}
         self.aux_weight = float(aux_weight)
 
+    def extra_repr(self) -> str:
+        return f"weights={self.weights}, aux_weight={self.aux_weight}"
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, suffix: str = "",
                 weight: float = 1.0) -> Dict[str, torch.Tensor]:
         """Weighted loss terms.

@@ -99,6 +99,11 @@ class PixelWiseLoss(nn.Module):
         """Per-pixel loss (N, H, W) for logits (N, K, H, W) and labels (N, H, W) in [0, K)."""
         raise NotImplementedError
 
+    def extra_repr(self) -> str:
+        weighted = "none" if self.class_weight is None else [round(w, 4) for w in self.class_weight.tolist()]
+        return f"ignore_value={self.ignore_value}, class_weight={weighted}, selector={self.selector}, " \
+               f"normalize={self.normalize}"
+
     def pixel_weights(self, target: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Weight of each pixel in the full loss: its class weight, 0 where ignored."""
         if self.class_weight is None:
@@ -181,6 +186,9 @@ class Focal(PixelWiseLoss):
         if gamma < 0:
             raise ValueError(f"Focal gamma must be >= 0, got {gamma}.")
         self.gamma = float(gamma)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, " + super().extra_repr()
 
     def pixel_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_pt = F.log_softmax(logits.float(), dim=1).gather(1, target.unsqueeze(1)).squeeze(1)

@@ -54,6 +54,11 @@ class _RegionLoss(nn.Module):
         args.update(kwargs)
         return args
 
+    def extra_repr(self) -> str:
+        weighted = "none" if self.class_weight is None else [round(w, 4) for w in self.class_weight.tolist()]
+        return f"ignore_value={self.ignore_value}, class_weight={weighted}, classes={self.classes!r}, " \
+               f"per_image={self.per_image}"
+
     def _probs_and_onehot(self, logits, target) -> Tuple[torch.Tensor, torch.Tensor]:
         """(N, K, P) probabilities and one-hot labels, both 0 at ignored pixels."""
         check_inputs(logits, target)

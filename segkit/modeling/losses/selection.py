@@ -39,6 +39,9 @@ class OhemSelector:
         self.thresh = float(thresh)
         self.min_kept = int(min_kept)
 
+    def __repr__(self) -> str:
+        return f"OhemSelector(thresh={self.thresh}, min_kept={self.min_kept})"
+
     def keep_mask(self, logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Boolean (N, H, W) of the pixels kept; ``target`` has ignored pixels replaced by 0."""
         with torch.no_grad():
@@ -104,6 +107,10 @@ class LossSampler:
         self.rate, self.mode, self.cell_size = float(rate), mode, int(cell_size)
         self.balance, self.seed = bool(balance), int(seed)
         self._generator: Optional[torch.Generator] = None
+
+    def __repr__(self) -> str:
+        return (f"LossSampler(rate={self.rate}, mode={self.mode!r}, cell_size={self.cell_size}, "
+                f"balance={self.balance}, seed={self.seed})")
 
     # -- randomness -------------------------------------------------------------
     def _uniform(self, shape, device) -> torch.Tensor:
