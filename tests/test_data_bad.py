@@ -128,3 +128,18 @@ def test_empty_split_names_dataset_and_file(tmp_path):
 def test_missing_dataset_root_says_where_it_looked(tmp_path):
     with pytest.raises(DataError, match="no PASCAL VOC 2012 found .*DATASETS.ROOT"):
         DatasetCatalog.get("voc_2012_train", str(tmp_path))
+
+
+def test_non_data_errors_are_not_skipped_and_name_the_file(tmp_path):
+    layouts.write_voc(str(tmp_path), {"train": ["a", "b"]}, size=(30, 40))
+    voc = str(tmp_path / "VOCdevkit" / "VOC2012")
+    register_semseg("normalising_ds", lambda r: load_voc_semseg(voc, "train"), VOC_CLASSES, voc_palette(21))
+    try:
+        cfg = _cfg("normalising_ds", skip=True)
+        cfg.INPUT.TRAIN_TRANSFORMS = [{"NAME": "Normalize"}]  # float output: a config error, not bad data
+        with pytest.raises(RuntimeError, match=r"a\.jpg|b\.jpg") as info:
+            next(iter(build_train_loader(cfg)))
+        assert "must keep uint8" in str(info.value)
+    finally:
+        DatasetCatalog.remove("normalising_ds")
+        MetadataCatalog.remove("normalising_ds")

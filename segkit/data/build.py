@@ -120,9 +120,11 @@ class _MappedRecords(Dataset):
             return self.mapper(record, seed)
         except DataError:
             raise
-        except Exception as exc:  # name the file: a bare worker traceback would not
-            raise DataError(f"{record.get('file_name')}: unexpected error while loading "
-                            f"(mask {record.get('sem_seg_file_name')}): {exc!r}") from exc
+        except Exception as exc:
+            # Name the file (a bare worker traceback would not). Not a DataError: a bug or
+            # a bad transform config is never "skipped" as bad data.
+            raise RuntimeError(f"{record.get('file_name')}: error while loading and transforming "
+                               f"(mask {record.get('sem_seg_file_name')}): {exc!r}") from exc
 
     def __getitem__(self, item: Tuple[int, Optional[int]]) -> Dict[str, Any]:
         index, seed = item
