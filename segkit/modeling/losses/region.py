@@ -107,6 +107,9 @@ class Dice(_RegionLoss):
             raise ValueError(f"Dice needs smooth >= 0 and exponent 1 or 2, got {smooth}, {exponent}.")
         self.smooth, self.exponent = float(smooth), int(exponent)
 
+    def extra_repr(self) -> str:
+        return f"smooth={self.smooth}, exponent={self.exponent}, " + super().extra_repr()
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits: (N, K, H, W); target: (N, H, W) int64. Returns a scalar."""
         probs, onehot = self._probs_and_onehot(logits, target)
