@@ -25,9 +25,11 @@ Two backends with the same parameters:
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -35,7 +37,7 @@ import torch
 from segkit.postprocess.permutohedral import PermutohedralLattice
 from segkit.registry import POSTPROCESSOR_REGISTRY
 
-__all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "BACKENDS"]
+__all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS"]
 
 BACKENDS = ("native", "pydensecrf")
 
@@ -113,7 +115,11 @@ def _exp_normalize_(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Kernel:
-    """One symmetric-normalised Gaussian kernel with a Potts compatibility of weight w."""
+    """One symmetric-normalised Gaussian kernel with a Potts compatibility of weight w.
+
+    Building it (the lattice and the normalisation) is the expensive part; call
+    :meth:`cached` for kernels whose features depend only on the image size.
+    """
 
     def __init__(self, features: torch.Tensor, weight: float) -> None:
         lattice = PermutohedralLattice(features)
@@ -129,6 +135,42 @@ class _Kernel:
     def add_message_(self, energy: torch.Tensor, q: torch.Tensor) -> None:
         """energy (P, K) += w * D^-1/2 K D^-1/2 q, in place."""
         self.operator(q, out=energy)
+
+    @classmethod
+    def cached(cls, key: Tuple, features: torch.Tensor, weight: float) -> "_Kernel":
+        """A kernel from the small LRU cache, built on a miss.
+
+        The smoothness kernel's features are pixel positions only, so its lattice is
+        the same for every image of a size: a dataset of equal-sized images (or a
+        parameter search over one image) builds it once.
+        """
+        with _CACHE_LOCK:
+            kernel = _KERNEL_CACHE.get(key)
+            if kernel is not None:
+                _KERNEL_CACHE.move_to_end(key)
+                return kernel
+        kernel = cls(features, weight)
+        with _CACHE_LOCK:
+            _KERNEL_CACHE[key] = kernel
+            while len(_KERNEL_CACHE) > _CACHE_SIZE[0]:
+                _KERNEL_CACHE.popitem(last=False)
+        return kernel
+
+
+_KERNEL_CACHE: "OrderedDict[Tuple, _Kernel]" = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = [2]
+
+
+def set_kernel_cache_size(size: int) -> None:
+    """Number of smoothness kernels (one per image size, batch size, θγ, w2, device) kept
+    between calls of the native backend; 0 disables the cache and frees it."""
+    if size < 0:
+        raise ValueError(f"cache size must be >= 0, got {size}")
+    with _CACHE_LOCK:
+        _CACHE_SIZE[0] = int(size)
+        while len(_KERNEL_CACHE) > size:
+            _KERNEL_CACHE.popitem(last=False)
 
 
 def _mean_field(unary: torch.Tensor, kernels: Sequence[_Kernel], iterations: int) -> torch.Tensor:
@@ -151,7 +193,8 @@ def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) 
     kernels = []
     # Same order as DeepLab / pydensecrf scripts: smoothness first, then appearance.
     if params.w2 > 0:
-        kernels.append(_Kernel(smooth, params.w2))
+        key = ("smooth", b, h, w, float(params.theta_gamma), float(params.w2), str(smooth.device))
+        kernels.append(_Kernel.cached(key, smooth, params.w2) if _CACHE_SIZE[0] > 0 else _Kernel(smooth, params.w2))
     if params.w1 > 0:
         kernels.append(_Kernel(appearance, params.w1))
     rows = unary.permute(0, 2, 3, 1).reshape(b * h * w, k).contiguous()  # (P, K), a row per pixel

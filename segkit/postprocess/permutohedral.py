@@ -67,55 +67,19 @@ def _elevate(features: torch.Tensor) -> torch.Tensor:
     return torch.stack(elevated, dim=1)
 
 
-def _enclosing_simplex(elevated: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Find the simplex that contains each elevated point (Adams et al. 2010, sec. 3.1).
-
-    Returns:
-        rem0: (P, d+1) int64, the nearest remainder-0 lattice point (multiples of d+1).
-        rank: (P, d+1) int64, rank of each coordinate's residual (a permutation of 0..d).
-        bary: (P, d+1) float32 barycentric weights of the simplex's vertices 0..d.
-    """
-    d1 = elevated.shape[1]
-    d = d1 - 1
-    down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
-    # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
-    v = torch.round(elevated * down)
-    rem0 = v * float(d1)
-    total = v.sum(dim=1).to(torch.int64)  # exact: small integers
-    resid = elevated - rem0
-    # rank[i] = number of coordinates with a larger residual, ties going to the
-    # later coordinate (the reference's pairwise comparisons): a stable
-    # descending sort of each point's d+1 residuals.
-    order = torch.sort(resid, dim=1, descending=True, stable=True).indices
-    ranks = torch.arange(d1, device=elevated.device).expand_as(order)
-    rank = torch.empty_like(order).scatter_(1, order, ranks)
-    rank = rank + total[:, None]
-    low = rank < 0
-    high = rank >= d1
-    shift = low.to(torch.int64) - high.to(torch.int64)
-    rank = rank + shift * d1
-    rem0 = rem0.to(torch.int64) + shift * d1
-    # Barycentric coordinates (Adams et al. 2010, sec. 3.1, p. 10): vertex s gets
-    # the residual of the coordinate ranked d-s minus that of the one ranked d-s+1.
-    scaled = (elevated - rem0.to(torch.float32)) * down
-    by_rank = torch.empty_like(scaled).scatter_(1, rank, scaled)  # by_rank[:, r] = residual ranked r
-    bary = torch.empty_like(scaled)
-    bary[:, 1:] = by_rank.flip(1)[:, 1:] - by_rank.flip(1)[:, :-1]
-    # Vertex 0 wraps around: its weight is 1 + (residual ranked d) - (residual ranked 0).
-    bary[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
-    return rem0, rank, bary
-
-
-def _packing(q0: torch.Tensor, batch: int, d1: int):
+def _packing(v: torch.Tensor, batch: int, d1: int):
     """Mixed-radix digits (batch, remainder k, q_0..q_{d-1}) of vertex codes.
 
-    Vertex q digits lie in [min(q0) - 1, max(q0)]; one more slot of margin on
-    each side keeps the codes of blur neighbours (q +- 1) inside their digit, so a
-    neighbour that is not in the lattice can never alias another vertex.
+    A vertex digit q_i lies within one of the rounded coordinate v_i (the wrap
+    step moves it by one and the vertex offset by one more at most, see
+    :func:`_simplices`); one further slot of margin on each side keeps the codes of
+    blur neighbours (q +- 1) inside their digit, so a neighbour that is not in the
+    lattice can never alias another vertex.
     """
-    qmin = q0.amin(dim=0) - 2
-    span = q0.amax(dim=0) - qmin + 2
-    radix = [batch, d1] + [int(s) for s in span.tolist()]
+    d = d1 - 1
+    qmin = v[:, :d].amin(dim=0).to(torch.int64) - 3
+    span = v[:, :d].amax(dim=0).to(torch.int64) - qmin + 3
+    radix = [batch, d1] + [int(x) for x in span.tolist()]
     total = 1
     for r in radix:
         total *= r
@@ -127,36 +91,66 @@ def _packing(q0: torch.Tensor, batch: int, d1: int):
     strides = [1] * len(radix)
     for i in range(len(radix) - 2, -1, -1):
         strides[i] = strides[i + 1] * radix[i + 1]
-    return qmin, radix, strides
+    return qmin, radix, strides, total
 
 
-def _vertex_codes(rem0: torch.Tensor, rank: torch.Tensor, batch: int):
-    """Exact int64 code of each of the d+1 vertices of every point's simplex: (P, d+1).
+def _simplices(elevated: torch.Tensor, batch: int):
+    """Enclosing simplex of each elevated point: vertex codes and barycentric weights.
 
-    Vertex k of a simplex has key ``rem0 + canonical[k][rank]`` (Adams et al. 2010,
-    sec. 3.1), ``canonical[k][r] = k - (d+1) [r > d - k]``. All its coordinates are
-    congruent to k mod (d+1), so the key is (k, q) with ``key_i = k + (d+1) q_i`` and
-    ``q_i = rem0_i / (d+1) - [rank_i > d - k]``. The subtracted indicator covers the
-    coordinates of the k highest ranks, so its packed value is a running sum over
-    ranks: no (P, d+1, d) tensor of keys is ever formed.
+    Adams et al. 2010, sec. 3.1: round to the nearest remainder-0 lattice point,
+    rank the residuals, fix points off the plane by a cyclic shift of the ranks,
+    and read the barycentric weights off the sorted residuals (p. 10). Everything
+    is computed per *rank slot* of a stable descending sort of the residuals (ties
+    to the earlier coordinate, like the reference's pairwise comparisons), which
+    avoids materialising per-coordinate ranks.
+
+    Vertex k of the simplex has key ``rem0 + canonical[k][rank]``,
+    ``canonical[k][r] = k - (d+1) [r > d - k]``. All its coordinates are congruent
+    to k mod (d+1), so the key is (k, q) with ``key_i = k + (d+1) q_i`` and
+    ``q_i = rem0_i / (d+1) - [rank_i > d - k]``; the subtracted indicator covers the
+    k highest ranks, so its packed value is a running sum over rank slots.
+
+    Returns:
+        codes: (P, d+1) int64 exact mixed-radix code of each vertex (batch index included).
+        bary: (P, d+1) float32 barycentric weight of each vertex.
+        radix, strides, total: the packing (see :func:`_packing`).
     """
-    p, d1 = rem0.shape
+    p, d1 = elevated.shape
     d = d1 - 1
-    q0 = torch.div(rem0[:, :d], d1, rounding_mode="floor")
-    qmin, radix, strides = _packing(q0, batch, d1)
-    device = rem0.device
-    digit_strides = torch.tensor(strides[2:] + [0], dtype=torch.int64, device=device)  # coordinate d: no digit
-    base = ((q0 - qmin) * digit_strides[:d]).sum(dim=1)
-    base = base + torch.arange(batch, device=device).repeat_interleave(p // batch) * strides[0]
-    by_rank = torch.zeros_like(rank).scatter_(1, rank, digit_strides.expand(p, d1))
-    top = torch.cumsum(by_rank.flip(1), dim=1)  # top[:, k-1] = strides of the k highest ranks
-    ks = torch.arange(d1, device=device) * strides[1]
-    codes = base[:, None] + ks
+    device = elevated.device
+    down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
+    # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
+    v = torch.round(elevated * down)
+    rem0 = v * float(d1)
+    total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
+    qmin, radix, strides, total = _packing(v, batch, d1)
+    order = torch.sort(elevated - rem0, dim=1, descending=True, stable=True).indices  # order[:, r]: coord ranked r
+    slots = torch.arange(d1, device=device)
+    # Off-plane points: rank r becomes r + sum(v); ranks that leave [0, d] wrap and
+    # move their coordinate's rem0 by -+(d+1).
+    new_rank = slots + total_shift[:, None]
+    shift = (new_rank < 0).to(torch.int64) - (new_rank > d).to(torch.int64)
+    # Residual of the coordinate in each rank slot after the wrap, in float32 as the reference.
+    rem_sorted = torch.gather(rem0, 1, order) + (shift * d1).to(torch.float32)
+    scaled = (torch.gather(elevated, 1, order) - rem_sorted) * down
+    # Slot holding final rank r: (r - sum(v)) mod (d+1).
+    source = torch.remainder(slots - total_shift[:, None], d1)
+    by_rank = torch.gather(scaled, 1, source)  # by_rank[:, r] = residual with final rank r
+    bary = torch.empty_like(by_rank)
+    flipped = by_rank.flip(1)
+    bary[:, 1:] = flipped[:, 1:] - flipped[:, :-1]
+    # Vertex 0 wraps around: its weight is 1 + (residual ranked d) - (residual ranked 0).
+    bary[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
+    # Codes. Digit strides per coordinate (coordinate d carries no digit).
+    digit_strides = torch.tensor(strides[2:] + [0], dtype=torch.int64, device=device)
+    stride_sorted = digit_strides[order]  # stride of the coordinate in each slot
+    base = ((v[:, :d].to(torch.int64) - qmin) * digit_strides[:d]).sum(dim=1) + (shift * stride_sorted).sum(dim=1)
+    if batch > 1:
+        base = base + torch.arange(batch, device=device).repeat_interleave(p // batch) * strides[0]
+    top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1)  # strides of the k highest ranks
+    codes = base[:, None] + slots * strides[1]
     codes[:, 1:] -= top[:, :-1]
-    total = 1
-    for r in radix:
-        total *= r
-    return codes, radix, strides, total
+    return codes, bary, radix, strides, total
 
 
 def _index_dtype(device: torch.device, count: int) -> torch.dtype:
@@ -192,8 +186,7 @@ class PermutohedralLattice:
             raise ValueError(f"features must have at least one point and one dimension; got {tuple(features.shape)}")
         self.batch, self.num_points, self.dim = b, n, d
         feats = features.reshape(b * n, d).to(torch.float32)
-        rem0, rank, bary = _enclosing_simplex(_elevate(feats))
-        codes, radix, strides, total = _vertex_codes(rem0, rank, b)
+        codes, bary, radix, strides, total = _simplices(_elevate(feats), b)
         if total < 2**31:  # int32 keys sort about twice as fast
             codes = codes.to(torch.int32)
         self.weights = bary
@@ -223,7 +216,7 @@ class PermutohedralLattice:
         self.offsets = offsets.reshape(p, d1)
         itype = _index_dtype(codes.device, p * d1)
         self._splat_bags = starts.to(itype)  # bag b = splat row of vertex b
-        self._splat_entries = perm  # flat (point, vertex) entry behind each splat term
+        self._splat_weights = self.weights.reshape(-1)[perm]  # in splat (vertex-major) order
         self._splat_col = (perm // d1).to(itype)
         self._slice_col = self.offsets.to(itype)
 
@@ -259,9 +252,9 @@ class PermutohedralLattice:
             fold_alpha: fold the reference's alpha into the slice weights (its SSE
                 path, used for more than two channels) rather than scaling the output.
         """
-        splat_w = self.weights.reshape(-1)[self._splat_entries]
+        splat_w = self._splat_weights
         if pre is not None:
-            splat_w = splat_w * pre[self._splat_col.long()]
+            splat_w = splat_w * pre[self._splat_col]
         slice_w = self.weights * self.alpha if fold_alpha else self.weights
         if post is not None:
             slice_w = slice_w * post[:, None]
