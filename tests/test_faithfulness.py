@@ -151,3 +151,28 @@ PAPER_COUNTS = [
 def test_parameter_count_matches_the_paper(overrides, expected):
     n = _count_params(overrides)
     assert abs(n - expected) / expected < 0.02, f"{n / 1e6:.2f}M vs {expected / 1e6:.1f}M"
+
+
+# ---------------------------------------------------------------------------- same architecture as torchvision
+def test_fcn_head_on_dilated_resnet50_is_torchvisions_fcn_resnet50():
+    # configs/voc/fcn_resnet50_dilated.yaml claims torchvision's fcn_resnet50 architecture
+    # (what benchmarks/models.py times against): with torchvision's weights copied in,
+    # both networks must compute the same logits.
+    from torchvision.models.segmentation import fcn_resnet50
+
+    ref = fcn_resnet50(weights=None, weights_backbone=None, num_classes=5, aux_loss=False).eval()
+    cfg = get_cfg()
+    cfg.merge_from_dict({"MODEL": {
+        "DEVICE": "cpu", "NUM_CLASSES": 5,
+        "RESNETS": {"DEPTH": 50, "OUTPUT_STRIDE": 8, "OUT_FEATURES": ["res5"]},
+        "HEAD": {"NAME": "FCNHead", "IN_FEATURES": ["res5"]},
+        "FCN": {"HIDDEN_CHANNELS": 512, "DROPOUT": 0.1, "NORM": "BN"},
+    }})
+    ours = build_model(cfg).eval()
+    sd = {k.replace("classifier.", "head.scores.res5.", 1): v for k, v in ref.state_dict().items()}
+    result = ours.load_state_dict(sd, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    images = torch.randint(0, 256, (1, 3, 33, 37), dtype=torch.uint8)
+    mean, std = ours.pixel_mean, ours.pixel_std
+    expected = ref((images.float() - mean) / std)["out"]
+    torch.testing.assert_close(ours(images), expected, rtol=1e-4, atol=1e-4)
