@@ -110,7 +110,13 @@ def test_paper_variant_counts():
     assert len(head.extra) == 2
 
 
-def test_channels_must_match_features():
+def test_shorter_cascades_take_widths_from_the_coarse_end():
+    head = RefineNetHead(input_shape=SHAPES, in_features=["res4", "res5"], num_classes=3, channels=[12, 6, 6, 6])
+    assert [b.crp.convs[0].out_channels for b in head.blocks] == [12, 6]
+    assert head(_features(64)).shape == (2, 3, 4, 4)  # stride 16
+
+
+def test_channels_must_cover_features():
     with pytest.raises(ValueError, match="CHANNELS has 2 widths"):
         RefineNetHead(input_shape=SHAPES, in_features=list(SHAPES), num_classes=3, channels=[8, 4])
     with pytest.raises(ValueError, match="not among the backbone"):

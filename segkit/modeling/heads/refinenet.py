@@ -154,7 +154,8 @@ class RefineNetHead(nn.Module):
         in_features: names of the maps to refine, any order; they are cascaded from
             the largest stride to the smallest (RefineNet-4 = coarsest).
         num_classes: K.
-        channels: width of each block, coarsest first (one per feature).
+        channels: width of each block, coarsest first (at least one per feature;
+            extra trailing widths are ignored, so the default serves 1-4 cascades).
         adapt_rcus, crp_stages, output_rcus: see :class:`RefineNetBlock`.
         extra_rcus: RCUs added after the finest block (paper: 2 with ``output_rcus=1``).
         dropout: dropout on the two coarsest inputs and before the classifier.
@@ -169,11 +170,14 @@ class RefineNetHead(nn.Module):
                  output_rcus: int = 3, extra_rcus: int = 0, dropout: float = 0.5) -> None:
         super().__init__()
         self.in_features = self._cascade_order(input_shape, in_features)
-        if len(channels) != len(self.in_features):
+        if len(channels) < len(self.in_features):
             raise ValueError(
                 f"MODEL.REFINENET.CHANNELS has {len(channels)} widths but IN_FEATURES names "
                 f"{len(self.in_features)} maps ({self.in_features}); give one width per map, coarsest first."
             )
+        # Fewer maps = the paper's single and 2-cascaded RefineNet variants: the widths
+        # are taken from the coarsest end (512 for the block on the coarsest map).
+        channels = list(channels)[: len(self.in_features)]
         blocks, previous = [], []
         for name, width in zip(self.in_features, channels):
             blocks.append(RefineNetBlock([input_shape[name].channels] + previous, width,
