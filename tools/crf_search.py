@@ -46,8 +46,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def collect(cfg, model, dataset: str, num_images: int):
     """Run the model once over the first images: lists of images, probs and labels."""
-    import torch
-
     from segkit.data import build_test_loader
     from segkit.postprocess import build_inference
 

@@ -13,13 +13,21 @@ This module reproduces, operation for operation and in float32, the variant that
 Krähenbühl and Koltun ship with their dense CRF (and that pydensecrf wraps): the
 same feature scaling, the same rounding to the nearest remainder-0 lattice point,
 the same barycentric coordinates, the same blur and the same "alpha" rescaling. The
-only difference is how lattice vertices are numbered: the reference inserts keys
-into a hash table one point at a time; here every vertex key is turned into one
-int64 code by a mixed-radix packing (exact, no hashing) and codes are mapped to
-dense indices with a presence table and a cumulative sum, so no sort and no
-``torch.unique`` is needed in the common case. Because vertex numbering does not
-enter any arithmetic, results match the reference up to the summation order of
-floating-point reductions.
+only difference is how lattice vertices are found: the reference inserts keys
+into a hash table one point at a time; here every vertex key is packed into one
+integer code (mixed radix over (batch, remainder, d coordinates/(d+1)): exact, no
+hashing, int32 when it fits), built for all points at once from a running sum over
+rank slots, and a single stable sort of the codes yields at the same time the
+distinct vertices, every point's vertex indices and the splat's vertex-major
+order (no ``torch.unique``, no second sort). Blur neighbours are found by
+adding a constant to the code and binary-searching the sorted vertex codes.
+Because vertex numbering does not enter any arithmetic, results match the
+reference up to the summation order of floating-point reductions.
+
+Splat, blur and slice are each a sparse linear map with a fixed number of terms
+per output row (the slice: d+1; a blur step: 3) or a variable one (the splat),
+run as weighted ``embedding_bag`` sums, which are fused gather-multiply-add
+kernels on CPU and GPU.
 
 Everything runs on the device of the input tensors (CPU or GPU) and handles a batch
 of independent point sets at once: the batch index is part of every vertex code,
@@ -28,7 +36,7 @@ so the lattices of different images never share a vertex.
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -168,9 +176,8 @@ class PermutohedralLattice:
     ``filter(values)`` computes, for every point p of every batch element,
     ``sum_q k(f_p, f_q) v_q`` over the points q of the same element, with ``k``
     approximately the unit Gaussian (the point itself included), as Krähenbühl's
-    ``Permutohedral::compute``. Splat, blur and slice are three sparse linear maps,
-    stored as CSR matrices and applied with sparse-dense matmuls (MKL on CPU,
-    cuSPARSE on GPU).
+    ``Permutohedral::compute``. :meth:`operator` returns the three sparse maps with
+    per-point scalings folded in (what the CRF's normalised kernels use).
 
     Attributes:
         num_vertices: number of lattice vertices over the whole batch.
@@ -200,8 +207,8 @@ class PermutohedralLattice:
         """Number vertices by code order and lay out the splat and slice matrices.
 
         One stable sort of the codes gives at once the distinct vertices, each
-        point's vertex indices and the splat matrix in CSR order (rows = vertices,
-        points in their original order, as the reference accumulates them).
+        point's vertex indices and the splat's bags (one per vertex, its points in
+        their original order, as the reference accumulates them).
         """
         p, d1 = codes.shape
         flat = codes.reshape(-1)
@@ -221,7 +228,7 @@ class PermutohedralLattice:
         self._slice_col = self.offsets.to(itype)
 
     def _build_blur(self, radix, strides) -> None:
-        """One CSR matrix per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2)."""
+        """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
         m, d1, d = self.num_vertices, self.dim + 1, self.dim
         codes = self.vertex_codes
         k_v = torch.div(codes, strides[1], rounding_mode="floor") % d1
