@@ -86,7 +86,7 @@ def test_deeplab_scale_range_is_half_to_one_and_a_half():
     for seed in range(300):
         seed_transforms(t, seed)
         params = t.get_params_dependent_on_data({"shape": (100, 100, 3)}, {})
-        scales.append(1.0 / params["matrix"][0, 0])
+        scales.append(params["scale"])
     assert 0.5 <= min(scales) < 0.53 and 1.47 < max(scales) <= 1.5
 
 

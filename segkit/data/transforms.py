@@ -76,16 +76,14 @@ class AlbumentationsFactory:
 
 
 class RandomScaleCrop(A.DualTransform):
-    """Random scale, pad bottom/right, random crop: resampling only the crop window.
+    """Random scale, pad bottom/right, random crop, in one pass.
 
-    Equivalent to ``RandomScale`` -> ``PadIfNeeded(position="top_left")`` ->
-    ``RandomCrop`` (same bilinear image resampling with half-pixel centres and
-    replicated edges, same pad values), but each output pixel is computed once
-    by a single ``cv2.warpAffine`` instead of resizing the whole image first:
-    at scale 1.5 a 500x375 VOC image would be resized to 750x563 (422k pixels)
-    to keep 321x321 (103k) of them. Masks use nearest-neighbour sampling at the
-    *same* sample positions as the image (``cv2.resize``'s INTER_NEAREST is
-    shifted by up to half a pixel against its INTER_LINEAR).
+    Same result as ``RandomScale`` -> ``PadIfNeeded(position="top_left")`` ->
+    ``RandomCrop``: one ``cv2.resize`` (bilinear image), then the crop window is
+    copied straight into the output, whose outside-the-image part holds the pad
+    values; no padded intermediate image is built. Masks are resized with
+    ``INTER_NEAREST_EXACT`` (half-pixel centres, the sample positions the
+    bilinear image uses; plain ``INTER_NEAREST`` is shifted by up to half a pixel).
 
     Args:
         crop_size: output side (or ``(height, width)``).
@@ -109,32 +107,29 @@ class RandomScaleCrop(A.DualTransform):
         sh, sw = max(1, int(round(h * s))), max(1, int(round(w * s)))
         y0 = self.py_random.randint(0, max(sh, ch) - ch)
         x0 = self.py_random.randint(0, max(sw, cw) - cw)
-        ry, rx = h / sh, w / sw  # source pixels per scaled pixel, per axis (as cv2.resize)
-        # dst (x, y) -> src ((x + x0 + 0.5) * rx - 0.5, (y + y0 + 0.5) * ry - 0.5): half-pixel centres.
-        matrix = np.array([[rx, 0.0, (x0 + 0.5) * rx - 0.5], [0.0, ry, (y0 + 0.5) * ry - 0.5]], np.float64)
-        return {"matrix": matrix, "valid_hw": (min(ch, sh - y0), min(cw, sw - x0))}
+        return {"scaled_hw": (sh, sw), "offset": (y0, x0), "scale": s}
 
-    def _warp(self, arr: np.ndarray, matrix: np.ndarray, valid_hw, interp: int, fill) -> np.ndarray:
-        ch, cw = self.crop_size
-        out = cv2.warpAffine(arr, matrix, (cw, ch), flags=interp | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_REPLICATE)
-        if out.ndim < arr.ndim:
-            out = out[..., None]
-        vh, vw = valid_hw
+    def _scale_crop(self, arr: np.ndarray, scaled_hw, offset, interp: int, fill) -> np.ndarray:
+        (sh, sw), (y0, x0), (ch, cw) = scaled_hw, offset, self.crop_size
+        scaled = arr if (sh, sw) == arr.shape[:2] else cv2.resize(arr, (sw, sh), interpolation=interp)
+        if scaled.ndim < arr.ndim:
+            scaled = scaled[..., None]
+        vh, vw = min(ch, sh - y0), min(cw, sw - x0)
+        out = np.empty((ch, cw) + arr.shape[2:], arr.dtype)
+        out[:vh, :vw] = scaled[y0:y0 + vh, x0:x0 + vw]
         if vh < ch or vw < cw:  # outside the scaled image: DeepLab's padding
             out[vh:] = fill
             out[:vh, vw:] = fill
         return out
 
-    def apply(self, img: np.ndarray, matrix=None, valid_hw=None, **params: Any) -> np.ndarray:
+    def apply(self, img: np.ndarray, scaled_hw=None, offset=None, **params: Any) -> np.ndarray:
         fill = np.asarray(self.fill, dtype=np.float64)
         if np.issubdtype(img.dtype, np.integer):  # 123.675 -> 124, as PadIfNeeded does
             fill = np.clip(np.round(fill), 0, np.iinfo(img.dtype).max)
-        fill = fill.astype(img.dtype)
-        return self._warp(img, matrix, valid_hw, cv2.INTER_LINEAR, fill)
+        return self._scale_crop(img, scaled_hw, offset, cv2.INTER_LINEAR, fill.astype(img.dtype))
 
-    def apply_to_mask(self, mask: np.ndarray, matrix=None, valid_hw=None, **params: Any) -> np.ndarray:
-        return self._warp(mask, matrix, valid_hw, cv2.INTER_NEAREST, self.fill_mask)
+    def apply_to_mask(self, mask: np.ndarray, scaled_hw=None, offset=None, **params: Any) -> np.ndarray:
+        return self._scale_crop(mask, scaled_hw, offset, cv2.INTER_NEAREST_EXACT, self.fill_mask)
 
     def apply_to_bboxes(self, bboxes, *args, **params):
         raise NotImplementedError("RandomScaleCrop transforms images and masks only.")
