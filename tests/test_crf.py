@@ -188,3 +188,23 @@ def test_lattice_filter_is_linear_and_keeps_batch_elements_apart():
     # Batch elements never exchange mass: zero values in image 1 stay zero.
     w = torch.cat([torch.rand(300, 1, generator=g), torch.zeros(300, 1)])
     assert lattice.filter(w)[300:].abs().max() == 0
+
+
+def test_smoothness_kernel_cache_gives_identical_results():
+    from segkit.postprocess.dense_crf import _KERNEL_CACHE, set_kernel_cache_size
+
+    image = _photo("coffee_300x200.png", (60, 40))
+    probs, _ = _colour_segmentation(image, 3)
+    set_kernel_cache_size(0)
+    cold = dense_crf(image, probs, iterations=3)
+    assert len(_KERNEL_CACHE) == 0
+    set_kernel_cache_size(2)
+    first = dense_crf(image, probs, iterations=3)
+    assert len(_KERNEL_CACHE) == 1
+    again = dense_crf(image, probs, iterations=3)  # served from the cache
+    other = dense_crf(image[:20], probs[:, :20], iterations=3)  # another size: a second entry
+    assert len(_KERNEL_CACHE) == 2 and other.shape == (3, 20, 60)
+    np.testing.assert_array_equal(cold, first)
+    np.testing.assert_array_equal(first, again)
+    with pytest.raises(ValueError, match=">= 0"):
+        set_kernel_cache_size(-1)

@@ -52,7 +52,11 @@ def _confusion(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], k:
 
 def mean_iou(preds: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], num_classes: int, ignore_label: int = 255) -> float:
     """mIoU of label maps (H, W) against ground truth (H, W), ``ignore_label`` skipped."""
-    m = _confusion(preds, labels, num_classes, ignore_label).double()
+    return _miou_from_confusion(_confusion(preds, labels, num_classes, ignore_label))
+
+
+def _miou_from_confusion(matrix: torch.Tensor) -> float:
+    m = matrix.double()
     tp = m.diagonal()
     union = m.sum(0) + m.sum(1) - tp
     valid = union > 0
@@ -68,12 +72,15 @@ def _refined(values: Sequence[float], best: float) -> List[float]:
     return sorted({v for v in (best - step, best, best + step) if v > 0})
 
 
-def _evaluate(images, probs, labels, params, num_classes, ignore_label, backend, num_workers) -> float:
-    preds = []
-    for image, prob in zip(images, probs):
-        q = dense_crf_batch(image[None], prob[None], params, backend, num_workers)
-        preds.append(q[0].argmax(0))
-    return mean_iou(preds, labels, num_classes, ignore_label)
+def _evaluate(images, probs, labels, settings, num_classes, ignore_label, backend, num_workers) -> List[float]:
+    """mIoU of every setting. Image-major, so per-image work the native backend
+    caches (the smoothness kernel depends only on the image size) is built once."""
+    matrices = [torch.zeros(num_classes, num_classes, dtype=torch.int64) for _ in settings]
+    for image, prob, label in zip(images, probs, labels):
+        for matrix, params in zip(matrices, settings):
+            q = dense_crf_batch(image[None], prob[None], params, backend, num_workers)
+            matrix += _confusion([q[0].argmax(0)], [label], num_classes, ignore_label)
+    return [_miou_from_confusion(m) for m in matrices]
 
 
 def crf_grid_search(
@@ -120,16 +127,16 @@ def crf_grid_search(
     seen = set()
 
     def run(w1s, alphas, betas):
+        settings = []
         for w1, alpha, beta in itertools.product(w1s, alphas, betas):
-            if (w1, alpha, beta) in seen:
-                continue
-            seen.add((w1, alpha, beta))
-            params = CRFParams(w1, alpha, beta, w2, theta_gamma, iterations)
-            result = CRFSearchResult(params, _evaluate(images, probs, labels, params, num_classes, ignore_label,
-                                                       backend, num_workers))
-            results.append(result)
+            if (w1, alpha, beta) not in seen:
+                seen.add((w1, alpha, beta))
+                settings.append(CRFParams(w1, alpha, beta, w2, theta_gamma, iterations))
+        scores = _evaluate(images, probs, labels, settings, num_classes, ignore_label, backend, num_workers)
+        for params, miou in zip(settings, scores):
+            results.append(CRFSearchResult(params, miou))
             if progress is not None:
-                progress(result)
+                progress(results[-1])
 
     run(grid["w1"], grid["theta_alpha"], grid["theta_beta"])
     if refine:
