@@ -20,6 +20,12 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "embed_segme
 CONFIG = os.path.join(EXAMPLE, "tiny_fcn.yaml")
 
 
+def _perturb(v, head):
+    """Relative noise in the backbone (keeps activation scales), absolute in the young classifier."""
+    std = float(v.std()) if v.numel() > 1 else 0.0
+    return v + torch.randn_like(v) * (0.2 * std if std > 0 and not head else 0.1)
+
+
 def _example(name):
     return runpy.run_path(os.path.join(EXAMPLE, name))
 
@@ -34,7 +40,7 @@ def setup(tmp_path_factory):
         str(tmp / "trained.pth"), CONFIG, iters=2, opts=["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2"])
     state = torch.load(ckpt, weights_only=True)
     torch.manual_seed(0)
-    state["model"] = {k: (v + 0.05 * torch.randn_like(v) if v.is_floating_point() and "running" not in k else v)
+    state["model"] = {k: (_perturb(v, k.startswith("head.")) if v.is_floating_point() and "running" not in k else v)
                       for k, v in state["model"].items()}
     weights = str(tmp / "model_final.pth")
     torch.save(state, weights)

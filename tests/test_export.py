@@ -23,8 +23,9 @@ def _checkpoint(cfg, path):
     torch.manual_seed(0)
     model = build_model(cfg)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+        for p in model.parameters():  # relative noise keeps activations at their initial scale
+            std = float(p.std()) if p.numel() > 1 else 0.0
+            p.add_(torch.randn_like(p) * (0.2 * std if std > 0 else 0.05))
     torch.save({"model": model.state_dict(), "iteration": 1}, path)
     return str(path)
 

@@ -30,8 +30,9 @@ def _perturbed_model(cfg):
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+        for p in model.parameters():  # relative noise keeps activations at their initial scale
+            std = float(p.std()) if p.numel() > 1 else 0.0
+            p.add_(torch.randn_like(p) * (0.2 * std if std > 0 else 0.05))
     return model
 
 
@@ -43,8 +44,8 @@ def _check(config_file, fmt, tmp_path):
     assert report.sizes == [(128, 128), (45, 61), (100, 256)]
     assert report.pixel_agreement >= 0.9999, report
     # Disagreements only on near-ties; probabilities within float32 kernel differences.
-    assert report.max_margin_at_disagreement < 0.02, report
-    assert report.max_prob_diff < (1e-6 if fmt == "torchscript" else 2e-2), report
+    assert report.max_margin_at_disagreement < 1e-3, report
+    assert report.max_prob_diff < (1e-6 if fmt == "torchscript" else 1e-3), report
 
 
 def test_main_config_onnx(tmp_path):

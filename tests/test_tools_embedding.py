@@ -35,8 +35,9 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(cfg)
     with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+        for p in model.parameters():  # relative noise keeps activations at their initial scale
+            std = float(p.std()) if p.numel() > 1 else 0.0
+            p.add_(torch.randn_like(p) * (0.2 * std if std > 0 else 0.05))
     weights = str(tmp / "model_final.pth")
     torch.save({"model": model.state_dict(), "iteration": 1}, weights)
     return cfg, weights, tmp
