@@ -249,3 +249,12 @@ def test_weights_of_another_architecture_are_rejected(tmp_path):
     torch.save({"features.0.weight": torch.zeros(4, 3, 3, 3)}, path)
     with pytest.raises(ValueError, match="another architecture"):
         load_backbone_weights(ResNet(depth=18, width=8), str(path))
+
+
+def test_vgg_freeze_at_freezes_the_first_blocks():
+    cfg = tiny_cfg("VGG", {"VGG": {"WIDTH": 4, "FC": "none"}})
+    cfg.MODEL.BACKBONE.FREEZE_AT = 2
+    m = build_backbone(cfg)
+    frozen = sorted({n.split("_")[0] for n, p in m.named_parameters() if not p.requires_grad})
+    assert frozen == ["conv1", "conv2"]
+    assert m.conv3_1.weight.requires_grad

@@ -191,3 +191,14 @@ def test_missing_in_feature_names_what_exists():
     cfg = tiny_cfg({**RESNET, "HEAD": {"IN_FEATURES": ["pool4"]}})
     with pytest.raises(ValueError, match=r"pool4.*Available: \['res5'\]"):
         build_head(cfg, {"res5": ShapeSpec(8, 8)})
+
+
+def test_fcn_fusion_of_equal_strides_has_no_idle_parameters():
+    # res4 and res5 of a dilated ResNet share stride 8: summed directly, and every
+    # parameter is used (DistributedDataParallel fails on unused ones).
+    shapes = {"res4": ShapeSpec(4, 8), "res5": ShapeSpec(6, 8)}
+    head = FCNHead(input_shape=shapes, in_features=["res4", "res5"], num_classes=3)
+    _unzero(head)
+    out = head({"res4": torch.rand(1, 4, 5, 7), "res5": torch.rand(1, 6, 5, 7)})
+    out.sum().backward()
+    assert all(p.grad is not None for p in head.parameters())

@@ -41,6 +41,9 @@ class BilinearDeconv(nn.Module):
         if factor < 1:
             raise ValueError(f"BilinearDeconv factor must be >= 1, got {factor}.")
         self.factor = factor
+        if factor == 1:  # nothing to upsample: no parameters (DDP rejects unused ones)
+            self.deconv = None
+            return
         kernel = bilinear_kernel(factor)
         self.deconv = nn.ConvTranspose2d(channels, channels, kernel.shape[-1], stride=factor, bias=False)
         with torch.no_grad():
