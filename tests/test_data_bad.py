@@ -143,3 +143,16 @@ def test_non_data_errors_are_not_skipped_and_name_the_file(tmp_path):
     finally:
         DatasetCatalog.remove("normalising_ds")
         MetadataCatalog.remove("normalising_ds")
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32])
+@pytest.mark.parametrize("values,ok", [([0, 5, 255], True), ([0, 20, 255], True), ([0, 21], False), ([254], False)])
+def test_check_labels_fast_and_slow_paths(dtype, values, ok):
+    from segkit.data.mapper import check_labels
+
+    mask = np.array(values * 4, dtype=dtype).reshape(-1, len(values))
+    if ok:
+        check_labels(mask, 21, 255, "m.png")
+    else:
+        with pytest.raises(DataError, match=r"m\.png: mask holds label values"):
+            check_labels(mask, 21, 255, "m.png")

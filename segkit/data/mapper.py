@@ -22,11 +22,16 @@ def stream_seed(seed: int, position: int) -> int:
 
 def check_labels(mask: np.ndarray, num_classes: int, ignore_value: int, path: str = "") -> None:
     """Raise :class:`DataError` if ``mask`` holds a value outside ``[0, num_classes) ∪ {ignore}``."""
-    if mask.dtype == np.uint8:  # a 256-bin histogram: ~20x faster than np.unique
-        hist = cv2.calcHist([np.ascontiguousarray(mask)], [0], None, [256], [0, 256]).ravel()
-        present = np.flatnonzero(hist)
-    else:
-        present = np.unique(mask)
+    if mask.dtype == np.uint8:
+        # Fast path: a validity look-up table and a count (~5x faster than a histogram
+        # on real masks, whose long runs of one label stall histogram updates).
+        valid = np.zeros(256, np.uint8)
+        valid[: min(num_classes, 256)] = 1
+        if 0 <= ignore_value < 256:
+            valid[ignore_value] = 1
+        if cv2.countNonZero(cv2.LUT(np.ascontiguousarray(mask), valid)) == mask.size:
+            return
+    present = np.unique(mask)
     bad = [int(v) for v in present if not (0 <= v < num_classes or v == ignore_value)]
     if bad:
         shown = ", ".join(map(str, bad[:10])) + (" ..." if len(bad) > 10 else "")
