@@ -119,7 +119,8 @@ def _simplices(elevated: torch.Tensor, batch: int):
     k highest ranks, so its packed value is a running sum over rank slots.
 
     Returns:
-        codes: (P, d+1) int64 exact mixed-radix code of each vertex (batch index included).
+        codes: (P, d+1) exact mixed-radix code of each vertex (batch index included),
+            int32 when the packing fits, else int64.
         bary: (P, d+1) float32 barycentric weight of each vertex.
         radix, strides, total: the packing (see :func:`_packing`).
     """
@@ -132,12 +133,13 @@ def _simplices(elevated: torch.Tensor, batch: int):
     rem0 = v * float(d1)
     total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
     qmin, radix, strides, total = _packing(v, batch, d1)
+    ctype = torch.int32 if total < 2**31 else torch.int64  # int32 codes sort about twice as fast
     order = torch.sort(elevated - rem0, dim=1, descending=True, stable=True).indices  # order[:, r]: coord ranked r
     slots = torch.arange(d1, device=device)
     # Off-plane points: rank r becomes r + sum(v); ranks that leave [0, d] wrap and
     # move their coordinate's rem0 by -+(d+1).
     new_rank = slots + total_shift[:, None]
-    shift = (new_rank < 0).to(torch.int64) - (new_rank > d).to(torch.int64)
+    shift = (new_rank < 0).to(ctype) - (new_rank > d).to(ctype)
     # Residual of the coordinate in each rank slot after the wrap, in float32 as the reference.
     rem_sorted = torch.gather(rem0, 1, order) + (shift * d1).to(torch.float32)
     scaled = (torch.gather(elevated, 1, order) - rem_sorted) * down
@@ -150,13 +152,15 @@ def _simplices(elevated: torch.Tensor, batch: int):
     # Vertex 0 wraps around: its weight is 1 + (residual ranked d) - (residual ranked 0).
     bary[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
     # Codes. Digit strides per coordinate (coordinate d carries no digit).
-    digit_strides = torch.tensor(strides[2:] + [0], dtype=torch.int64, device=device)
+    digit_strides = torch.tensor(strides[2:] + [0], dtype=ctype, device=device)
     stride_sorted = digit_strides[order]  # stride of the coordinate in each slot
-    base = ((v[:, :d].to(torch.int64) - qmin) * digit_strides[:d]).sum(dim=1) + (shift * stride_sorted).sum(dim=1)
+    base = ((v[:, :d].to(ctype) - qmin.to(ctype)) * digit_strides[:d]).sum(dim=1, dtype=ctype)
+    base += (shift * stride_sorted).sum(dim=1, dtype=ctype)
     if batch > 1:
-        base = base + torch.arange(batch, device=device).repeat_interleave(p // batch) * strides[0]
-    top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1)  # strides of the k highest ranks
-    codes = base[:, None] + slots * strides[1]
+        base += torch.arange(batch, device=device, dtype=ctype).repeat_interleave(p // batch) * strides[0]
+    # Strides of the k highest ranks, for k = 1..d+1.
+    top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1, dtype=ctype)
+    codes = base[:, None] + torch.arange(d1, device=device, dtype=ctype) * strides[1]
     codes[:, 1:] -= top[:, :-1]
     return codes, bary, radix, strides, total
 
@@ -181,7 +185,7 @@ class PermutohedralLattice:
 
     Attributes:
         num_vertices: number of lattice vertices over the whole batch.
-        offsets: (B*N, d+1) int64 vertex index of each point's simplex vertices.
+        offsets: (B*N, d+1) vertex index of each point's simplex vertices (int32 on CPU).
         weights: (B*N, d+1) float32 barycentric weights.
     """
 
@@ -194,8 +198,6 @@ class PermutohedralLattice:
         self.batch, self.num_points, self.dim = b, n, d
         feats = features.reshape(b * n, d).to(torch.float32)
         codes, bary, radix, strides, total = _simplices(_elevate(feats), b)
-        if total < 2**31:  # int32 keys sort about twice as fast
-            codes = codes.to(torch.int32)
         self.weights = bary
         self.alpha = torch.tensor(1.0 / (1.0 + 2.0 ** (-d)), dtype=torch.float32).item()
         self._number_vertices(codes)
@@ -218,14 +220,13 @@ class PermutohedralLattice:
         starts = torch.nonzero(new).squeeze(1)
         self.vertex_codes = sorted_codes[starts].to(torch.int64)
         m = self.num_vertices = int(starts.numel())
-        offsets = torch.empty_like(perm)
-        offsets[perm] = torch.cumsum(new, dim=0) - 1
-        self.offsets = offsets.reshape(p, d1)
         itype = _index_dtype(codes.device, p * d1)
+        offsets = torch.empty(p * d1, dtype=itype, device=codes.device)
+        offsets[perm] = torch.cumsum(new, dim=0, dtype=itype) - 1
+        self.offsets = self._slice_col = offsets.reshape(p, d1)
         self._splat_bags = starts.to(itype)  # bag b = splat row of vertex b
         self._splat_weights = self.weights.reshape(-1)[perm]  # in splat (vertex-major) order
         self._splat_col = (perm // d1).to(itype)
-        self._slice_col = self.offsets.to(itype)
 
     def _build_blur(self, radix, strides) -> None:
         """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
