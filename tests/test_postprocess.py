@@ -202,3 +202,25 @@ def test_wrong_output_size_is_reported():
 
     with pytest.raises(RuntimeError, match="logits at the input size"):
         SegmentationInference(Strided())(_images(1, 8, 8))
+
+
+def test_both_crf_backends_from_yaml_agree(tmp_path):
+    pytest.importorskip("pydensecrf.densecrf")
+    from segkit.config import load_config
+
+    g = torch.Generator().manual_seed(3)
+    yy, xx = torch.meshgrid(torch.arange(30), torch.arange(40), indexing="ij")
+    images = torch.where((xx < 20)[None, None], 200, 40).repeat(1, 3, 1, 1).to(torch.uint8)
+    images = (images.int() + torch.randint(-20, 21, images.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    logits = torch.randn(1, 2, 30, 40, generator=g) + 0.8 * torch.stack([xx < 20, xx >= 20])[None].float()
+    probs = torch.softmax(logits, 1)
+    outs = {}
+    for backend in ("native", "pydensecrf"):
+        path = tmp_path / f"{backend}.yaml"
+        path.write_text(f"POSTPROCESS:\n  CHAIN: [DenseCRF]\n  CRF:\n    BACKEND: {backend}\n    THETA_ALPHA: 20.0\n")
+        outs[backend] = build_postprocessor_chain(load_config(str(path), load_plugins=False))(probs, images)
+    assert (outs["native"].argmax(1) == outs["pydensecrf"].argmax(1)).float().mean() >= 0.999
+    torch.testing.assert_close(outs["native"], outs["pydensecrf"], rtol=0, atol=1e-4)
+    # The CRF follows the image edge: fewer labels disagree with the two halves.
+    truth = (xx >= 20).long()[None]
+    assert (outs["native"].argmax(1) != truth).sum() < (probs.argmax(1) != truth).sum()
