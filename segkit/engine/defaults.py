@@ -143,6 +143,7 @@ class DefaultTrainer(TrainerBase):
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
+        cfg = prepare_class_weights(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg)
@@ -305,7 +306,8 @@ class DefaultTrainer(TrainerBase):
         all_results: Dict[str, Dict[str, float]] = {}
         for name in cfg.DATASETS.TEST:
             evaluator = cls.build_evaluator(cfg, name)
-            loader = ShardedLoader(cls.build_test_loader(cfg, name))
+            # segkit.data shards the test set across processes; the evaluator sums the matrices.
+            loader = cls.build_test_loader(cfg, name)
             results = inference_on_dataset(loader, evaluator, inference, post, device)
             if pictures and is_main_process():
                 cls.save_pictures(cfg, evaluator)
@@ -331,6 +333,33 @@ class DefaultTrainer(TrainerBase):
         return paths
 
 
+def prepare_class_weights(cfg: CfgNode) -> CfgNode:
+    """Compute the class-statistics file when ``MODEL.LOSS.CLASS_WEIGHT.COMPUTE`` asks for it.
+
+    The main process writes ``OUTPUT_DIR/class_stats.json`` from ``DATASETS.TRAIN`` (kept
+    across resumes), every process waits for it, and the returned copy of ``cfg`` points
+    ``MODEL.LOSS.CLASS_WEIGHT.STATS_FILE`` at it (the saved config is updated too).
+    """
+    cw = cfg.MODEL.get("LOSS", {}).get("CLASS_WEIGHT") if "LOSS" in cfg.MODEL else None
+    if cw is None or not cw.get("COMPUTE", False) or cw.STATS_FILE or cw.METHOD in ("none", "explicit"):
+        return cfg
+    from segkit.data.class_stats import compute_dataset_class_stats
+    from segkit.engine.comm import synchronize
+
+    path = os.path.join(cfg.OUTPUT_DIR, "class_stats.json")
+    if is_main_process() and not os.path.isfile(path):
+        logger.info("Computing class statistics of %s for %s class weights", list(cfg.DATASETS.TRAIN), cw.METHOD)
+        compute_dataset_class_stats(cfg, output=path, progress=False)
+    synchronize()
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.LOSS.CLASS_WEIGHT.STATS_FILE = path
+    out.freeze()
+    if is_main_process():
+        save_config(out, out.OUTPUT_DIR)
+    return out
+
+
 def micro_batch_cfg(cfg: CfgNode) -> CfgNode:
     """A copy of ``cfg`` whose ``SOLVER.IMS_PER_BATCH`` is one micro-batch (``/ ACCUM_STEPS``)."""
     k = cfg.SOLVER.ACCUM_STEPS
@@ -346,31 +375,6 @@ def micro_batch_cfg(cfg: CfgNode) -> CfgNode:
     out.SOLVER.IMS_PER_BATCH = cfg.SOLVER.IMS_PER_BATCH // k
     out.freeze()
     return out
-
-
-class ShardedLoader:
-    """Give each process every ``world_size``-th batch of a test loader (all of it when alone).
-
-    The confusion matrices are summed across processes afterwards, so every image is
-    counted exactly once. A loader that already shards (``loader.sharded`` is True) is
-    passed through.
-    """
-
-    def __init__(self, loader) -> None:
-        self.loader = loader
-        self.active = get_world_size() > 1 and not getattr(loader, "sharded", False)
-
-    def __iter__(self):
-        rank, world = get_rank(), get_world_size()
-        for i, batch in enumerate(self.loader):
-            if not self.active or i % world == rank:
-                yield batch
-
-    def __len__(self) -> int:
-        n = len(self.loader)
-        if not self.active:
-            return n
-        return len(range(get_rank(), n, get_world_size()))
 
 
 def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:

@@ -163,6 +163,9 @@ class ConsolePrinter(_Writer):
     def write(self) -> None:
         storage = get_event_storage()
         it = storage.iter
+        if it == getattr(self, "_printed", None) or it >= self.max_iter:
+            return  # already printed (e.g. the final write after training)
+        self._printed = it
         latest = storage.latest()
         losses = {k: storage.median(k, self.window) for k in latest if k.startswith("loss") or k == "total_loss"}
         parts = [f"iter: {it + 1}/{self.max_iter}"]
