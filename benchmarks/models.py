@@ -209,7 +209,7 @@ def peer_entries(args, device: torch.device) -> List[Entry]:
     images, targets = _inputs(args)
     entries = [_torchvision_entry("torchvision fcn_resnet50", tvseg.fcn_resnet50, images, targets, device, "peer")]
     cfg = get_cfg()
-    cfg.merge_from_list([str(v) if not isinstance(v, str) else v for v in SEGKIT_FCN_R50] + ["MODEL.DEVICE", str(device)])
+    cfg.merge_from_list([v if isinstance(v, str) else str(v) for v in SEGKIT_FCN_R50] + ["MODEL.DEVICE", str(device)])
     entries += _segkit_entries("segkit FCN dilated R50", cfg, images, targets, "peer", variants=True, jit=True)
     entries.append(_torchvision_entry("torchvision deeplabv3_resnet50", tvseg.deeplabv3_resnet50, images, targets,
                                       device, "reference"))

@@ -128,10 +128,11 @@ def test_segkit_model_optimized_matches_eager():
     from segkit.modeling import build_model
 
     cfg = get_cfg()
+    stages = '["res2", "res3", "res4", "res5"]'
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.WIDTH", "8",
-                         "MODEL.RESNETS.OUT_FEATURES", '["res2", "res3", "res4", "res5"]',
-                         "MODEL.HEAD.NAME", "RefineNetHead", "MODEL.HEAD.IN_FEATURES", '["res2", "res3", "res4", "res5"]',
-                         "MODEL.REFINENET.CHANNELS", "[16, 8, 8, 8]", "MODEL.NUM_CLASSES", "3"])
+                         "MODEL.RESNETS.OUT_FEATURES", stages, "MODEL.HEAD.NAME", "RefineNetHead",
+                         "MODEL.HEAD.IN_FEATURES", stages, "MODEL.REFINENET.CHANNELS", "[16, 8, 8, 8]",
+                         "MODEL.NUM_CLASSES", "3"])
     model = _randomise_bn_(build_model(cfg)).eval()
     images = torch.randint(0, 256, (1, 3, 40, 36), dtype=torch.uint8)
     fast = optimize_for_inference(model)

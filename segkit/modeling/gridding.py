@@ -18,8 +18,8 @@ Two hybrid-dilated-convolution (HDC) design rules from sec. 3.2 are checked:
 Both rules are stated for a group of layers, the repeating unit of a sawtooth
 such as ``[1, 2, 5, 9]``; in a long stack the groups start at the rate-1 layers
 (:func:`hdc_groups`) and the common-factor rule is applied to every run of
-consecutive dilated layers (:func:`dilated_runs`), which is what makes DeepLab's
-23 rate-2 blocks grid even though one rate-1 layer before them fills the holes of
+consecutive dilated layers (:func:`dilated_runs`), which is what makes DeepLab v2's
+run of rate-2 blocks grid even though the rate-1 layer before them fills the holes of
 the receptive field as a whole.
 
 :func:`used_offsets` composes tap sets; :func:`impulse_offsets` measures the same
@@ -303,8 +303,8 @@ def check_dilation_rates(rates: Sequence[int], kernel_size=3, where: str = "",
 
     Args:
         rates: rates of the consecutive ``k x k`` convolutions that run at the
-            final output stride, bottom to top (e.g. every 3x3 conv of res4 and res5
-            of a dilated ResNet).
+            final output stride, bottom to top, from the rate-1 conv that opens the
+            dilated part (e.g. every 3x3 conv of res4 and res5 of a dilated ResNet).
         kernel_size: odd kernel size, or one per layer.
         where: label for the message.
         on_gridding: ``"warn"`` (:class:`GriddingWarning`), ``"raise"``
