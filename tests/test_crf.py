@@ -208,3 +208,20 @@ def test_smoothness_kernel_cache_gives_identical_results():
     np.testing.assert_array_equal(first, again)
     with pytest.raises(ValueError, match=">= 0"):
         set_kernel_cache_size(-1)
+
+
+def test_post_processor_keeps_its_worker_pool():
+    image = _photo("coffee_300x200.png", (48, 32))
+    probs, _ = _colour_segmentation(image, 3)
+    images = torch.from_numpy(np.stack([image, image])).permute(0, 3, 1, 2)
+    p = torch.from_numpy(np.stack([probs, probs]))
+    crf = DenseCRF(CRFParams(iterations=2), backend="pydensecrf", num_workers=2)
+    first = crf(p, images)
+    pool = crf._executor
+    assert pool is not None
+    second = crf(p, images)
+    assert crf._executor is pool
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    torch.testing.assert_close(first, dense_crf_batch(images, p, CRFParams(iterations=2), "pydensecrf"), rtol=0, atol=0)
+    crf.close()
+    assert crf._executor is None

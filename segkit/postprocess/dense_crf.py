@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -232,10 +232,14 @@ def _pydensecrf_one(image: np.ndarray, unary: np.ndarray, params: Dict[str, Any]
     return q.reshape(k, h, w)
 
 
-def _pydensecrf_batch(images: np.ndarray, unary: np.ndarray, params: CRFParams, num_workers: int) -> np.ndarray:
+def _pydensecrf_batch(
+    images: np.ndarray, unary: np.ndarray, params: CRFParams, num_workers: int, executor: Optional[Executor] = None
+) -> np.ndarray:
     """images (B, H, W, 3) uint8, unary (B, K, H, W) float32 -> Q (B, K, H, W)."""
     _import_pydensecrf()
     p = asdict(params)
+    if len(images) > 1 and executor is not None:
+        return np.stack(list(executor.map(_pydensecrf_one, images, unary, [p] * len(images))))
     if num_workers <= 1 or len(images) <= 1:
         return np.stack([_pydensecrf_one(im, un, p) for im, un in zip(images, unary)])
     with ProcessPoolExecutor(max_workers=min(num_workers, len(images))) as pool:
@@ -269,6 +273,7 @@ def dense_crf_batch(
     params: Optional[CRFParams] = None,
     backend: str = "native",
     num_workers: int = 0,
+    executor: Optional[Executor] = None,
 ) -> torch.Tensor:
     """Refine a batch of softmax outputs with the dense CRF.
 
@@ -277,7 +282,10 @@ def dense_crf_batch(
         probs: (N, K, H, W) probabilities (each pixel sums to 1).
         params: CRF parameters; DeepLab v2's VOC values when None.
         backend: ``"native"`` (PyTorch, on ``probs``' device) or ``"pydensecrf"``.
-        num_workers: worker processes for the pydensecrf backend (0 or 1: in process).
+        num_workers: worker processes for the pydensecrf backend (0 or 1: in process);
+            a pool is started for the call unless ``executor`` is given.
+        executor: a persistent process pool for the pydensecrf backend (what
+            :class:`DenseCRF` keeps between batches).
 
     Returns:
         (N, K, H, W) float32 refined probabilities, on ``probs``' device.
@@ -289,7 +297,7 @@ def dense_crf_batch(
     if backend == "native":
         return _native_batch(hwc.to(unary.device), unary, params)
     if backend == "pydensecrf":
-        q = _pydensecrf_batch(hwc.cpu().numpy(), unary.cpu().numpy(), params, num_workers)
+        q = _pydensecrf_batch(hwc.cpu().numpy(), unary.cpu().numpy(), params, num_workers, executor)
         return torch.from_numpy(q).to(probs.device)
     raise ValueError(f"dense CRF: unknown backend '{backend}'; choose one of {BACKENDS}")
 
@@ -350,7 +358,8 @@ class DenseCRF:
     Args:
         params: CRF parameters.
         backend: ``"native"`` or ``"pydensecrf"``.
-        num_workers: worker processes for the pydensecrf backend.
+        num_workers: worker processes for the pydensecrf backend, started at the
+            first batch and kept until :meth:`close` (or garbage collection).
         input_format: channel order of the images it receives ("RGB" or "BGR");
             the appearance kernel is fed RGB, as in DeepLab.
     """
@@ -372,6 +381,7 @@ class DenseCRF:
         self.backend = backend
         self.num_workers = num_workers
         self.input_format = input_format
+        self._executor: Optional[ProcessPoolExecutor] = None
 
     @classmethod
     def from_config(cls, cfg) -> "DenseCRF":
@@ -383,7 +393,21 @@ class DenseCRF:
         """Refine probs (N, K, H, W) given images (N, 3, H, W) uint8 -> (N, K, H, W)."""
         if self.input_format == "BGR":
             images = images.flip(1)
-        return dense_crf_batch(images, probs, self.params, self.backend, self.num_workers).to(probs.dtype)
+        if self.backend == "pydensecrf" and self.num_workers > 1 and self._executor is None:
+            self._executor = ProcessPoolExecutor(max_workers=self.num_workers)
+        out = dense_crf_batch(images, probs, self.params, self.backend, self.num_workers, self._executor)
+        return out.to(probs.dtype)
+
+    def close(self) -> None:
+        """Stop the pydensecrf worker processes, if any were started."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def __del__(self) -> None:  # best effort; close() is the explicit way
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False)
 
     def __repr__(self) -> str:
         return f"DenseCRF({self.params}, backend='{self.backend}')"
