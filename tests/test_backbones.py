@@ -121,8 +121,9 @@ def test_stage_dilation_errors():
 
 @pytest.mark.parametrize("depth", [18, 50, 101])
 def test_resnet_parameters_and_names_match_torchvision(depth):
-    ours = ResNet(depth=depth, output_stride=8)
-    ref = getattr(torchvision.models, f"resnet{depth}")()
+    with torch.device("meta"):  # shapes only
+        ours = ResNet(depth=depth, output_stride=8)
+        ref = getattr(torchvision.models, f"resnet{depth}")()
     ref_sd = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
     assert set(ours.state_dict()) == set(ref_sd)
     assert all(ours.state_dict()[k].shape == v.shape for k, v in ref_sd.items())
@@ -179,6 +180,9 @@ def test_hub_cache_lookup_and_missing_file(tmp_path, monkeypatch):
     assert resolve_weights_file("resnet18-f37072fd.pth") == str(target)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         resolve_weights_file("resnet50")
+    (tmp_path / "checkpoints" / "resnet18-0000.pth").write_bytes(b"")
+    with pytest.raises(ValueError, match="several files"):
+        resolve_weights_file("resnet18")
 
 
 def test_missing_unexpected_and_mismatched_keys_are_reported(tmp_path):

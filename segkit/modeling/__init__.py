@@ -3,8 +3,19 @@
 ``build_model(cfg)`` builds ``MODEL.META_ARCHITECTURE`` (default
 ``SemanticSegmentor``) on ``MODEL.DEVICE``.
 """
-from segkit.modeling.backbone import Backbone, build_backbone
-from segkit.modeling.heads import build_head
+from segkit.modeling.backbone import VGG, Backbone, ResNet, build_backbone
+from segkit.modeling.heads import DeepLabV2Head, FCNHead, build_head
 from segkit.modeling.meta_arch import MultiScaleSegmentor, SemanticSegmentor, build_model
 
-__all__ = ["Backbone", "build_backbone", "build_head", "build_model", "MultiScaleSegmentor", "SemanticSegmentor"]
+__all__ = [
+    "Backbone",
+    "build_backbone",
+    "ResNet",
+    "VGG",
+    "build_head",
+    "FCNHead",
+    "DeepLabV2Head",
+    "build_model",
+    "MultiScaleSegmentor",
+    "SemanticSegmentor",
+]
