@@ -145,6 +145,20 @@ class _MappedRecords(Dataset):
         return {"bad": bad}
 
 
+def _empty_batch_tensor(shape: Tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Uninitialised tensor; in a loader worker, allocated in shared memory.
+
+    Batches leave workers through shared memory; allocating them there saves
+    the copy that pickling a private tensor would make (as torch's default_collate does).
+    """
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    template = torch.empty(0, dtype=dtype)
+    numel = int(np.prod(shape))
+    storage = template._typed_storage()._new_shared(numel, device=template.device)
+    return template.new(storage).view(shape)
+
+
 def collate_batch(samples: List[Dict[str, Any]], ignore_value: int = 255,
                   pad_value: Sequence[float] = (0, 0, 0), size_divisibility: int = 0) -> Dict[str, Any]:
     """Pad samples to a common size (bottom/right) and stack.
@@ -166,8 +180,8 @@ def collate_batch(samples: List[Dict[str, Any]], ignore_value: int = 255,
     # numpy, not torch: small strided copies in torch's intra-op thread pool are
     # 10-20x slower on a busy machine, and collate runs once per batch.
     n = len(samples)
-    images = np.empty((n, 3, h, w), np.uint8)
-    masks = np.empty((n, h, w), np.int64)
+    images_t, masks_t = _empty_batch_tensor((n, 3, h, w), torch.uint8), _empty_batch_tensor((n, h, w), torch.int64)
+    images, masks = images_t.numpy(), masks_t.numpy()
     for i, s in enumerate(samples):
         img, seg = s["image"].numpy(), s["sem_seg"].numpy()
         _, sh, sw = img.shape
@@ -178,7 +192,7 @@ def collate_batch(samples: List[Dict[str, Any]], ignore_value: int = 255,
             images[i, :, :sh, sw:] = np.asarray(pad_value).round().astype(np.uint8)[:, None, None]
             masks[i, sh:, :] = ignore_value
             masks[i, :sh, sw:] = ignore_value
-    images, masks = torch.from_numpy(images), torch.from_numpy(masks)
+    images, masks = images_t, masks_t
     return {"image": images, "sem_seg": masks, "records": [s["record"] for s in samples], "bad": bad}
 
 
