@@ -330,13 +330,16 @@ class Predictor:
         cfg: a segkit config; cloned and frozen.
         weights: checkpoint path; overrides ``cfg.MODEL.WEIGHTS``. When neither is
             set the model keeps its initial weights (a warning says so).
-        batch_size: how many same-size images of a list go through the model together.
+        batch_size: how many same-size images of a list go through the model together;
+            default ``cfg.TEST.IMS_PER_BATCH``.
     """
 
-    def __init__(self, cfg, weights: Optional[str] = None, batch_size: int = 1) -> None:
+    def __init__(self, cfg, weights: Optional[str] = None, batch_size: Optional[int] = None) -> None:
         from segkit.modeling import build_model
         from segkit.postprocess import build_inference, build_postprocessor_chain
 
+        if batch_size is None:
+            batch_size = int(cfg.TEST.get("IMS_PER_BATCH", 1))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.cfg = cfg.clone()

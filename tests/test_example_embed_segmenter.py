@@ -19,6 +19,15 @@ from segkit.modeling import build_model
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "embed_segmenter")
 CONFIG = os.path.join(EXAMPLE, "tiny_fcn.yaml")
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def _perturb(v, head):
     """Relative noise in the backbone (keeps activation scales), absolute in the young classifier."""
@@ -90,7 +99,8 @@ def test_onnx_bundle_without_segkit(setup):
         f"sys.argv = ['segment_images.py', '--bundle', {onnx_path!r}, *{images!r}, '--json', {str(out_json)!r}, "
         f"'--save-dir', {str(masks)!r}]; runpy.run_path({os.path.join(EXAMPLE, 'segment_images.py')!r}, run_name='__main__')"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "background" in proc.stdout and " %" in proc.stdout
     got = json.loads(out_json.read_text())

@@ -19,6 +19,15 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 TOOLS = os.path.join(ROOT, "tools")
 CONFIG = os.path.join(ROOT, "examples", "embed_segmenter", "tiny_fcn.yaml")
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def _tool(name):
     sys.path.insert(0, TOOLS)  # analyze_model imports parse_size from benchmark.py
@@ -160,3 +169,25 @@ def test_export_tool_with_verify(setup, tmp_path, capsys):
     for line in lines:
         assert float(line.split("pixel agreement ")[1].split(",")[0]) >= 0.9999
         assert float(line.split("max |prob diff| ")[1]) < 1e-4
+
+
+def test_benchmark_predictor_backend_runs_the_crf_chain(setup, tmp_path):
+    """End-to-end latency includes the configured post-processing: a CRF makes it slower."""
+    _, weights, _ = setup
+    main = _tool("benchmark.py")
+    rows = {}
+    for chain in ("[]", "['DenseCRF']"):
+        out = tmp_path / f"b{len(chain)}.json"
+        assert main(["--config-file", CONFIG, "--weights", weights, "--backend", "predictor", "--sizes", "48", "--batch-sizes", "2",
+                     "--iters", "3", "--warmup", "1", "--json", str(out), "MODEL.DEVICE", "cpu", "POSTPROCESS.CHAIN", chain,
+                     "POSTPROCESS.CRF.ITERATIONS", "10"]) == 0
+        (rows[chain],) = json.loads(out.read_text())["results"]
+    assert rows["[]"]["backend"] == "predictor" and rows["[]"]["batch_size"] == 2
+    assert rows["['DenseCRF']"]["p50_ms"] > rows["[]"]["p50_ms"]
+
+
+def test_benchmark_rejects_unknown_backend():
+    from segkit.export.benchmark import make_runner
+
+    with pytest.raises(ValueError, match="Unknown benchmark backend 'tensorrt'"):
+        make_runner("tensorrt", torch.device("cpu"))

@@ -37,7 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default=None, help="config of the model (backend pytorch)")
     p.add_argument("--weights", default=None, help="checkpoint; timings do not depend on it")
-    p.add_argument("--backend", choices=("pytorch", "torchscript", "onnx"), default="pytorch")
+    p.add_argument("--backend", choices=("pytorch", "predictor", "torchscript", "onnx"), default="pytorch",
+                   help="pytorch: model + upsampling + arg-max; predictor: segkit.Predictor end to end "
+                        "(TTA/CRF as configured); torchscript/onnx: an exported --bundle")
     p.add_argument("--bundle", default=None, help="exported file (backends torchscript/onnx)")
     p.add_argument("--device", default=None, help="device (default: MODEL.DEVICE, else auto)")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(512, 512)], help="HxW sizes")
@@ -59,25 +61,31 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = None
-    if args.backend == "pytorch":
+    model = predictor = None
+    if args.backend in ("pytorch", "predictor"):
         if not args.config_file:
-            sys.exit("--config-file is required for --backend pytorch")
+            sys.exit(f"--config-file is required for --backend {args.backend}")
+        import warnings
+
+        import segkit
         from segkit.config import load_config
         from segkit.export import build_export_model
 
         cfg = load_config(args.config_file, args.opts)
-        device = resolve_device(args.device or cfg.MODEL.DEVICE)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="export: no weights given")
-            model = build_export_model(cfg, args.weights)
+        if args.device:
+            cfg.MODEL.DEVICE = args.device
+        device = resolve_device(cfg.MODEL.DEVICE)
+        with warnings.catch_warnings():  # timings do not depend on the weights
+            warnings.filterwarnings("ignore", message=".*no weights given")
+            if args.backend == "pytorch":
+                model = build_export_model(cfg, args.weights)
+            else:
+                predictor = segkit.Predictor(cfg, weights=args.weights)
     else:
         if not args.bundle:
             sys.exit(f"--bundle is required for --backend {args.backend}")
         device = resolve_device(args.device or "auto")
-    run = make_runner(args.backend, device, model=model, bundle=args.bundle)
+    run = make_runner(args.backend, device, model=model, bundle=args.bundle, predictor=predictor)
     results = benchmark_runner(run, args.sizes, args.batch_sizes, device, args.backend, args.warmup, args.iters)
     print(format_table(results))
     if args.json:

@@ -1,8 +1,9 @@
 """Latency percentiles, throughput and peak memory of a segmentation pipeline.
 
 Backends: ``"pytorch"`` (the eager :class:`SegmentationPipeline`, i.e. model +
-upsampling + arg-max under ``torch.inference_mode``), ``"torchscript"`` and
-``"onnx"`` (exported bundles). Every timed call ends with a device
+upsampling + arg-max under ``torch.inference_mode``), ``"predictor"``
+(:class:`segkit.Predictor` end to end: numpy in, numpy out, with the configured
+TTA / sliding window / CRF), ``"torchscript"`` and ``"onnx"`` (exported bundles). Every timed call ends with a device
 synchronisation, so latencies are wall-clock times of finished work.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (tensors only, reset
@@ -24,7 +25,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["BenchmarkResult", "benchmark_runner", "percentile", "format_table", "make_runner"]
+__all__ = ["BACKENDS", "BenchmarkResult", "benchmark_runner", "percentile", "format_table", "make_runner"]
 
 
 @dataclass
@@ -123,8 +124,36 @@ class _MemoryMeter:
 # ---------------------------------------------------------------------------- #
 # Runners
 # ---------------------------------------------------------------------------- #
-def make_runner(backend: str, device: torch.device, model: Optional[torch.nn.Module] = None, bundle: Optional[str] = None):
-    """Return ``run(batch uint8 NHWC numpy) -> None`` for ``backend``, finishing its work before returning."""
+BACKENDS = ("pytorch", "predictor", "torchscript", "onnx")
+
+
+def make_runner(
+    backend: str,
+    device: torch.device,
+    model: Optional[torch.nn.Module] = None,
+    bundle: Optional[str] = None,
+    predictor=None,
+):
+    """Return ``run(batch uint8 NHWC numpy) -> None`` for ``backend``, finishing its work before returning.
+
+    Args:
+        backend: one of :data:`BACKENDS`.
+        device: where to run (``"pytorch"``, bundles) and to synchronise.
+        model: the model (``"pytorch"``).
+        bundle: the exported file (``"torchscript"``, ``"onnx"``).
+        predictor: a :class:`segkit.Predictor` (``"predictor"``); its batch size is
+            raised to the benchmarked batch so one call is one forward pass.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown benchmark backend '{backend}'; use one of {', '.join(BACKENDS)}.")
+    if backend == "predictor":
+
+        def run_predictor(batch: np.ndarray) -> None:
+            predictor.batch_size = len(batch)
+            predictor(list(batch))  # numpy results: the work has finished
+            _sync(device)
+
+        return run_predictor
     if backend == "pytorch":
         from segkit.export.exporters import make_pipeline
 
