@@ -119,3 +119,19 @@ def test_test_loader_original_size_and_padding(tiny_voc):
     assert last["sem_seg"][0, 30:].eq(255).all() and last["sem_seg"][0, :, 40:].eq(255).all()
     ref = np.array(__import__("PIL.Image", fromlist=["Image"]).open(small["sem_seg_file_name"]))
     np.testing.assert_array_equal(last["sem_seg"][0, :30, :40].numpy(), ref)
+
+
+def test_ranks_of_a_distributed_run_split_the_global_batch(tiny_voc, monkeypatch):
+    import segkit.data.build as build
+
+    whole = _take(build_train_loader(_cfg(batch=4)), 2)
+    parts = []
+    for rank in range(2):
+        monkeypatch.setattr(build, "_dist_info", lambda r=rank: (r, 2))
+        parts.append(_take(build_train_loader(_cfg(batch=4)), 2))
+    for i in range(2):
+        joined = torch.cat([parts[0][i]["image"], parts[1][i]["image"]])
+        assert parts[0][i]["image"].shape[0] == 2 and torch.equal(joined, whole[i]["image"])
+    monkeypatch.setattr(build, "_dist_info", lambda: (0, 3))
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        build_train_loader(_cfg(batch=4))

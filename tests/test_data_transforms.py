@@ -49,6 +49,7 @@ def test_registry_exposes_every_albumentations_transform():
     assert TRANSFORM_REGISTRY.provenance("HorizontalFlip").kind == "builtin"
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # albumentations' alias/"no mask" notices
 @pytest.mark.parametrize("name", _dual_names())
 def test_geometric_transform_invents_no_label(name):
     rng = np.random.default_rng(0)
