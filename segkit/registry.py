@@ -263,10 +263,10 @@ HEAD_REGISTRY = _make(
 META_ARCH_REGISTRY = _make(
     "META_ARCH",
     """Meta-architectures. A registered callable receives ``(cfg)`` and returns an
-    ``nn.Module`` taking ``list[dict]`` batches (``"image"``: uint8 ``(3, H, W)``,
-    ``"sem_seg"``: int64 ``(H, W)``) and returning ``dict[str, Tensor]`` of
-    ``loss_*`` terms in training or ``list[dict]`` with ``"sem_seg"`` logits at
-    input size in inference.""",
+    ``nn.Module`` whose ``forward(images, targets=None)`` takes ``images`` uint8 or
+    float ``(N, 3, H, W)`` on the 0-255 scale (normalised on the device) and, in
+    training mode with ``targets`` int64 ``(N, H, W)``, returns ``dict[str, Tensor]``
+    of scalar ``loss_*`` terms; otherwise logits ``(N, K, H, W)`` at the input size.""",
 )
 LOSS_REGISTRY = _make(
     "LOSS",
