@@ -217,7 +217,9 @@ def _register_pair(prefix: str, holder: _ParamsHolder, cache_dir: str) -> None:
     colors = voc_palette(len(FASHION_SCENES_CLASSES))
     for split in ("train", "val"):
         def load(root, _split=split):  # root is unused: the set is generated, not downloaded
-            return load_voc_semseg(materialize_fashion_scenes(holder.params, _split, cache_dir), _split)
+            p = holder.params
+            folder = materialize_fashion_scenes(p, _split, cache_dir)
+            return load_voc_semseg(folder, _split, size=(p.size, p.size))  # all canvases are size x size
 
         register_semseg(f"{prefix}_{split}", load, FASHION_SCENES_CLASSES, colors, 255)
 

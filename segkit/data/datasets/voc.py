@@ -69,8 +69,8 @@ def image_size(path: str) -> tuple:
         return None, None
 
 
-def _record(image_id: str, file_name: str, mask: str) -> dict:
-    h, w = image_size(file_name)
+def _record(image_id: str, file_name: str, mask: str, size: Optional[tuple] = None) -> dict:
+    h, w = size if size is not None else image_size(file_name)
     return {"file_name": file_name, "sem_seg_file_name": mask, "height": h, "width": w, "image_id": image_id}
 
 
@@ -84,11 +84,17 @@ def _voc_dir(root: str) -> str:
     )
 
 
-def load_voc_semseg(voc_dir: str, split: str, image_ext: str = ".jpg") -> List[dict]:
-    """Records of a VOC-layout folder (``voc_dir`` holds ``JPEGImages/`` etc.)."""
+def load_voc_semseg(voc_dir: str, split: str, image_ext: str = ".jpg", size: Optional[tuple] = None) -> List[dict]:
+    """Records of a VOC-layout folder (``voc_dir`` holds ``JPEGImages/`` etc.).
+
+    Args:
+        size: ``(height, width)`` shared by every image, when known (generated data);
+            otherwise each image header is read.
+    """
     ids = read_split_list(os.path.join(voc_dir, "ImageSets", "Segmentation", f"{split}.txt"))
     return [
-        _record(i, os.path.join(voc_dir, "JPEGImages", i + image_ext), os.path.join(voc_dir, "SegmentationClass", i + ".png"))
+        _record(i, os.path.join(voc_dir, "JPEGImages", i + image_ext),
+                os.path.join(voc_dir, "SegmentationClass", i + ".png"), size)
         for i in ids
     ]
 
