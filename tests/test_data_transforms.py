@@ -155,3 +155,22 @@ def test_bad_transform_entries_are_explained():
         build_transforms([{"NAME": "HorizontalFlip", "PROB": 1}])
     with pytest.raises(ValueError, match="Cannot build transform RandomCrop"):
         build_transforms([{"NAME": "RandomCrop", "ARGS": {"hieght": 3}}])
+
+
+def test_pipeline_from_a_yaml_config_file(tmp_path):
+    from segkit.config import load_config
+    from segkit.data import DatasetMapper
+
+    path = tmp_path / "aug.yaml"
+    path.write_text(
+        "INPUT:\n"
+        "  TRAIN_TRANSFORMS:\n"
+        "    - {NAME: DeepLabRandomScaleCrop, ARGS: {crop_size: 33, scale_range: [0.5, 1.5]}}\n"
+        "    - {NAME: HorizontalFlip, ARGS: {p: 0.5}}\n"
+        "    - {NAME: OneOf, ARGS: {p: 1.0, transforms: [{NAME: Blur}, {NAME: ColorJitter}]}}\n"
+    )
+    cfg = load_config(str(path), load_plugins=False)
+    pipe = DatasetMapper.from_config(cfg, is_train=True).pipeline
+    assert [type(t).__name__ for t in pipe.transforms] == ["RandomScaleCrop", "HorizontalFlip", "OneOf"]
+    img, mask = apply_transforms(pipe, np.zeros((20, 30, 3), np.uint8), np.full((20, 30), 4, np.uint8), seed=1)
+    assert img.shape == (33, 33, 3) and set(np.unique(mask).tolist()) <= {4, IGNORE}

@@ -4,13 +4,15 @@ Public API::
 
     DatasetCatalog.get(name) -> list[dict]          MetadataCatalog.get(name) -> Metadata
     build_train_loader(cfg, start_iter=0)           build_test_loader(cfg, dataset_name, batch_size=1)
-    DatasetMapper, build_transforms, DeepLabRandomScaleCrop, collate_batch, DataError
+    DatasetMapper, build_transforms, DeepLabRandomScaleCrop, RandomScaleCrop, collate_batch, DataError,
+    register_folder_dataset, register_semseg; class statistics in segkit.data.class_stats
 """
 from segkit.data.catalog import (
     DataError, DatasetCatalog, Metadata, MetadataCatalog, default_cache_dir, register_semseg, resolve_dataset_root,
 )
 from segkit.data import datasets  # noqa: F401  (registers the built-in datasets)
-from segkit.data.transforms import DeepLabRandomScaleCrop, build_transform, build_transforms
+from segkit.data.transforms import DeepLabRandomScaleCrop, RandomScaleCrop, build_transform, build_transforms
+from segkit.data.datasets.folder import register_folder_dataset
 from segkit.data.mapper import DatasetMapper
 from segkit.data.build import (
     BadRecordLog, InferenceSampler, TrainingSampler, build_test_loader, build_train_loader, collate_batch,
@@ -19,7 +21,7 @@ from segkit.data.build import (
 
 __all__ = [
     "DataError", "DatasetCatalog", "Metadata", "MetadataCatalog", "default_cache_dir", "register_semseg",
-    "resolve_dataset_root", "DeepLabRandomScaleCrop", "build_transform", "build_transforms", "DatasetMapper",
-    "BadRecordLog", "InferenceSampler", "TrainingSampler", "build_test_loader", "build_train_loader",
-    "collate_batch", "get_dataset_records",
+    "resolve_dataset_root", "DeepLabRandomScaleCrop", "RandomScaleCrop", "register_folder_dataset",
+    "build_transform", "build_transforms", "DatasetMapper", "BadRecordLog", "InferenceSampler",
+    "TrainingSampler", "build_test_loader", "build_train_loader", "collate_batch", "get_dataset_records",
 ]
