@@ -111,7 +111,7 @@ def test_benchmark_bundle_backend(setup, tmp_path):
     main = _tool("benchmark.py")
     out = tmp_path / "b.json"
     assert main(["--backend", "onnx", "--bundle", path, "--sizes", "24x24", "--iters", "2", "--warmup", "0",
-                 "--json", str(out), "--device", "cpu"]) == 0
+                 "--json", str(out), "--device", "cpu", "--threads", "1"]) == 0
     (row,) = json.loads(out.read_text())["results"]
     assert row["backend"] == "onnx" and row["iters"] == 2
 

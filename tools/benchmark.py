@@ -46,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads of torch and onnxruntime (0 = their defaults)")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p.parse_args(argv)
@@ -85,7 +85,8 @@ def main(argv=None) -> int:
         if not args.bundle:
             sys.exit(f"--bundle is required for --backend {args.backend}")
         device = resolve_device(args.device or "auto")
-    run = make_runner(args.backend, device, model=model, bundle=args.bundle, predictor=predictor)
+    run = make_runner(args.backend, device, model=model, bundle=args.bundle, predictor=predictor,
+                      threads=args.threads or None)
     results = benchmark_runner(run, args.sizes, args.batch_sizes, device, args.backend, args.warmup, args.iters)
     print(format_table(results))
     if args.json:

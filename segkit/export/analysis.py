@@ -6,6 +6,7 @@ are listed in ``unsupported_ops`` rather than silently counted as zero.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, Tuple
 
@@ -57,6 +58,8 @@ def analyze_model(model: nn.Module, height: int, width: int, max_depth: int = 3)
     image = torch.zeros(1, 3, height, width, dtype=torch.uint8, device=device)
     try:
         flops = FlopCountAnalysis(model, (image,))
+        # fvcore traces through torch.jit, which torch >= 2.9 flags as deprecated.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
         flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with torch.no_grad():
             by_module = dict(flops.by_module())

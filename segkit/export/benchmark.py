@@ -133,6 +133,7 @@ def make_runner(
     model: Optional[torch.nn.Module] = None,
     bundle: Optional[str] = None,
     predictor=None,
+    threads: Optional[int] = None,
 ):
     """Return ``run(batch uint8 NHWC numpy) -> None`` for ``backend``, finishing its work before returning.
 
@@ -143,6 +144,7 @@ def make_runner(
         bundle: the exported file (``"torchscript"``, ``"onnx"``).
         predictor: a :class:`segkit.Predictor` (``"predictor"``); its batch size is
             raised to the benchmarked batch so one call is one forward pass.
+        threads: onnxruntime intra-op threads (torch's are set by the caller).
     """
     if backend not in BACKENDS:
         raise ValueError(f"Unknown benchmark backend '{backend}'; use one of {', '.join(BACKENDS)}.")
@@ -168,7 +170,7 @@ def make_runner(
     from segkit.export.runtime import ExportedSegmenter
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
-    seg = ExportedSegmenter(bundle, providers=providers, device=device)
+    seg = ExportedSegmenter(bundle, providers=providers, device=device, threads=threads)
     if seg.metadata["input_layout"] != "NHWC":
         raise ValueError(f"{bundle}: benchmark expects an NHWC bundle, got {seg.metadata['input_layout']}.")
 

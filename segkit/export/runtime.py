@@ -43,6 +43,7 @@ class ExportedSegmenter:
         path: a ``.onnx`` or TorchScript file written by :func:`segkit.export.export`.
         providers: onnxruntime execution providers (default: CPU).
         device: torch device for TorchScript bundles (default: CPU).
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
 
     Attributes:
         metadata: decoded metadata (``class_names``, ``palette``, ``input_format``,
@@ -50,7 +51,13 @@ class ExportedSegmenter:
         format: ``"onnx"`` or ``"torchscript"``.
     """
 
-    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, device: Union[str, torch.device] = "cpu"):
+    def __init__(
+        self,
+        path: str,
+        providers: Optional[Sequence[str]] = None,
+        device: Union[str, torch.device] = "cpu",
+        threads: Optional[int] = None,
+    ):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No exported bundle at {path}.")
         self.path = path
@@ -59,7 +66,10 @@ class ExportedSegmenter:
         if self.format == "onnx":
             import onnxruntime as ort
 
-            self._session = ort.InferenceSession(path, providers=list(providers or ["CPUExecutionProvider"]))
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = int(threads)
+            self._session = ort.InferenceSession(path, options, providers=list(providers or ["CPUExecutionProvider"]))
             raw = dict(self._session.get_modelmeta().custom_metadata_map)
         else:
             files = {TORCHSCRIPT_METADATA_FILE: ""}
