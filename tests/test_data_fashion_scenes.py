@@ -88,3 +88,8 @@ def test_default_names_follow_config_and_train_through_voc_reader(tmp_path, monk
     meta = MetadataCatalog.get("fashion_scenes_train")
     assert meta.stuff_classes[0] == "background" and meta.stuff_classes[10] == "Ankle boot"
     assert len(meta.stuff_colors) == 11 and meta.ignore_label == 255
+
+
+def test_small_canvases_clamp_garments():
+    img, mask = compose_scene(FashionScenesParams(size=48), "train", 1)
+    assert img.shape == (48, 48, 3) and mask.max() <= 10

@@ -103,10 +103,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
 
 def _place_garment(canvas: np.ndarray, mask: np.ndarray, garment: np.ndarray, label: int,
                    rng: np.random.Generator, p: FashionScenesParams) -> None:
-    side = int(rng.integers(p.min_garment_size, p.max_garment_size + 1))
+    side = min(int(rng.integers(p.min_garment_size, p.max_garment_size + 1)), p.size)  # small canvases
     aspect = rng.uniform(0.8, 1.25)
-    h, w = max(8, int(side * aspect)), side
-    h = min(h, p.size)
+    h, w = min(max(8, int(side * aspect)), p.size), side
     grey = cv2.resize(garment, (w, h), interpolation=cv2.INTER_LINEAR)
     if rng.random() < 0.5:
         grey = grey[:, ::-1]
