@@ -50,18 +50,20 @@ def analyze_model(model: nn.Module, height: int, width: int, max_depth: int = 3)
         height, width: input size.
         max_depth: module depth of the printed table.
     """
-    from fvcore.nn import FlopCountAnalysis, flop_count_table, parameter_count
+    with warnings.catch_warnings():  # fvcore scripts helpers with torch.jit, deprecated in torch >= 2.9
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
+        from fvcore.nn import FlopCountAnalysis, flop_count_table, parameter_count
 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     image = torch.zeros(1, 3, height, width, dtype=torch.uint8, device=device)
     try:
-        flops = FlopCountAnalysis(model, (image,))
-        # fvcore traces through torch.jit, which torch >= 2.9 flags as deprecated.
-        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
-        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        with torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad():
+            # fvcore traces through torch.jit, which torch >= 2.9 flags as deprecated.
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
+            flops = FlopCountAnalysis(model, (image,))
+            flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             by_module = dict(flops.by_module())
             unsupported = dict(flops.unsupported_ops())
             table = flop_count_table(flops, max_depth=max_depth)
