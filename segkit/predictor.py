@@ -200,7 +200,8 @@ def check_image(image: ImageLike, where: str = "image") -> Tuple[np.ndarray, Opt
             "Replicate grey images to 3 channels (np.repeat(img[..., None], 3, axis=2))."
         )
     if arr.ndim != 3:
-        raise ValueError(f"{where} has shape {arr.shape}; expected H x W x 3 (one image, channels last).")
+        hint = "; for a batch pass a list of images (list(batch))" if arr.ndim == 4 else ""
+        raise ValueError(f"{where} has shape {arr.shape}; expected H x W x 3 (one image, channels last){hint}.")
     if arr.shape[2] != 3:
         if arr.shape[0] == 3:
             hint = "it looks channels-first; pass img.transpose(1, 2, 0)"
@@ -317,7 +318,7 @@ class Predictor:
 
     Example::
 
-        cfg = segkit.config.load_config("configs/fashion_scenes/fcn8s_r18.yaml")
+        cfg = segkit.config.load_config("configs/fashion_scenes/main.yaml")
         predictor = segkit.Predictor(cfg, weights="output/model_final.pth")
         pred = predictor(image_rgb)                 # Prediction(labels=(H, W) int64)
         preds = predictor([a, b], return_probs=True)  # list; .probs is (K, H, W)

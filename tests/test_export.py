@@ -161,6 +161,10 @@ def test_warns_about_steps_the_bundle_lacks(setup):
     c.POSTPROCESS.CHAIN = ["DenseCRF"]
     with pytest.warns(UserWarning, match="whole-image inference only.*DenseCRF"):
         _warn_dropped_steps(c)
+    c.TEST.AUG.ENABLED = True
+    c.INPUT.TEST_TRANSFORMS = [{"NAME": "Resize", "ARGS": {"height": 64, "width": 64}}]
+    with pytest.warns(UserWarning, match=r"INPUT.TEST_TRANSFORMS, POSTPROCESS.CHAIN=\['DenseCRF'\], TEST.AUG.ENABLED is not"):
+        _warn_dropped_steps(c)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _warn_dropped_steps(setup[0])

@@ -45,6 +45,8 @@ def _example_input(layout: str, hw: Tuple[int, int] = _EXAMPLE_HW) -> torch.Tens
 def _warn_dropped_steps(cfg) -> None:
     """Exports hold whole-image inference; say so when the config asks for more."""
     dropped = []
+    if list(cfg.INPUT.get("TEST_TRANSFORMS", [])):
+        dropped.append("INPUT.TEST_TRANSFORMS")
     if list(cfg.POSTPROCESS.CHAIN):
         dropped.append(f"POSTPROCESS.CHAIN={list(cfg.POSTPROCESS.CHAIN)}")
     for key in ("AUG", "SLIDING_WINDOW"):
