@@ -177,18 +177,40 @@ def pil_loader(voc: str, args):
 
 
 # --------------------------------------------------------------------------- timing
-def images_per_second(loader, args) -> float:
+def _children_cpu_seconds() -> Dict[int, float]:
+    """utime + stime of this process's live children (the loader workers), by pid (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    try:
+        pids = [int(p) for t in os.listdir("/proc/self/task")
+                for p in open(f"/proc/self/task/{t}/children").read().split()]
+    except OSError:
+        return out
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            out[pid] = (int(fields[11]) + int(fields[12])) / tick
+        except OSError:
+            pass
+    return out
+
+
+def images_per_second(loader, args):
+    """(images/s, worker CPU ms per image, main-process CPU ms per image) in steady state."""
     it = iter(loader)
     for _ in range(args.warmup):
         batch = next(it)
+    workers0, main0 = _children_cpu_seconds(), time.process_time()
     start = time.perf_counter()
     n = 0
     for _ in range(args.batches):
         batch = next(it)
         n += batch["image"].shape[0]
     elapsed = time.perf_counter() - start
+    workers1, main1 = _children_cpu_seconds(), time.process_time()
+    worker_cpu = sum(workers1[p] - workers0[p] for p in workers1 if p in workers0)
     del it
-    return n / elapsed
+    return n / elapsed, worker_cpu / n * 1e3, (main1 - main0) / n * 1e3
 
 
 def cpu_ms_per_image(get_item, collate, n_images: int, batch_size: int) -> float:
@@ -228,23 +250,34 @@ def main(argv=None) -> int:
     if not voc:
         tmp = tempfile.TemporaryDirectory(prefix="segkit_bench_")
         voc = make_voc_folder(tmp.name, args.images)
-    results: Dict[str, List[float]] = {"segkit": [], "pil_torchvision": []}
-    cpu: Dict[str, List[float]] = {"segkit": [], "pil_torchvision": []}
+    names = ("segkit", "pil_torchvision")
+    results: Dict[str, List[float]] = {k: [] for k in names}
+    worker_cpu: Dict[str, List[float]] = {k: [] for k in names}
+    main_cpu: Dict[str, List[float]] = {k: [] for k in names}
+    cpu: Dict[str, List[float]] = {k: [] for k in names}
+    builders = {"segkit": segkit_loader, "pil_torchvision": pil_loader}
     for r in range(args.repeats):
         for k, v in cpu_costs(voc, args).items():
             cpu[k].append(v)
-        results["segkit"].append(images_per_second(segkit_loader(voc, args), args))
-        results["pil_torchvision"].append(images_per_second(pil_loader(voc, args), args))
+        for k in names:
+            ips, wcpu, mcpu = images_per_second(builders[k](voc, args), args)
+            results[k].append(ips)
+            worker_cpu[k].append(wcpu)
+            main_cpu[k].append(mcpu)
         print(f"repeat {r + 1}/{args.repeats}: segkit {results['segkit'][-1]:.1f} img/s, "
               f"PIL/torchvision {results['pil_torchvision'][-1]:.1f} img/s", flush=True)
     med = {k: statistics.median(v) for k, v in results.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    wmed = {k: statistics.median(v) for k, v in worker_cpu.items()}
+    mmed = {k: statistics.median(v) for k, v in main_cpu.items()}
     ratio = med["segkit"] / med["pil_torchvision"]
     cpu_ratio = cpu_med["pil_torchvision"] / cpu_med["segkit"]
-    print(f"\n{'pipeline':<18}{'median img/s':>14}{'CPU ms/img':>12}")
-    print(f"{'segkit':<18}{med['segkit']:>14.1f}{cpu_med['segkit']:>12.2f}")
-    print(f"{'PIL/torchvision':<18}{med['pil_torchvision']:>14.1f}{cpu_med['pil_torchvision']:>12.2f}")
-    print(f"ratio segkit / PIL: {ratio:.2f}x throughput, {cpu_ratio:.2f}x less CPU per image "
+    worker_ratio = wmed["pil_torchvision"] / wmed["segkit"] if wmed["segkit"] > 0 else float("nan")
+    print(f"\n{'pipeline':<18}{'img/s':>10}{'worker CPU ms/img':>19}{'main CPU ms/img':>17}{'1-thread ms/img':>17}")
+    for k, label in (("segkit", "segkit"), ("pil_torchvision", "PIL/torchvision")):
+        print(f"{label:<18}{med[k]:>10.1f}{wmed[k]:>19.2f}{mmed[k]:>17.2f}{cpu_med[k]:>17.2f}")
+    print(f"ratio segkit / PIL: {ratio:.2f}x images/s; {worker_ratio:.2f}x less worker CPU per image; "
+          f"{cpu_ratio:.2f}x less single-thread CPU per image "
           f"(batch {args.batch_size}, {args.workers} workers, crop {args.crop}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f})")
     if args.json:
@@ -252,7 +285,9 @@ def main(argv=None) -> int:
         with open(args.json, "w") as f:
             json.dump({"config": vars(args), "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
                        "images_per_s": results, "median_images_per_s": med, "ratio": ratio,
-                       "cpu_ms_per_image": cpu, "median_cpu_ms_per_image": cpu_med, "cpu_ratio": cpu_ratio},
+                       "cpu_ms_per_image": cpu, "median_cpu_ms_per_image": cpu_med, "cpu_ratio": cpu_ratio,
+                       "worker_cpu_ms_per_image": worker_cpu, "median_worker_cpu_ms_per_image": wmed,
+                       "worker_cpu_ratio": worker_ratio, "main_cpu_ms_per_image": main_cpu},
                       f, indent=2)
     if tmp is not None:
         tmp.cleanup()
