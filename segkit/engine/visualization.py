@@ -58,10 +58,14 @@ def colorize(labels: np.ndarray, palette: Sequence[Tuple[int, int, int]], ignore
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, palette, ignore_value: int = 255, alpha: float = 0.55) -> np.ndarray:
-    """Blend coloured ``labels`` over ``image`` (both ``(H, W, ...)``); ignored pixels keep the image."""
-    color = colorize(labels, palette, ignore_value).astype(np.float32)
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * color
-    keep = np.asarray(labels) == ignore_value
+    """Blend coloured ``labels`` over ``image`` (both ``(H, W, ...)``).
+
+    Ignored pixels and classes coloured black (VOC-style background) keep the image,
+    so the background is not darkened and objects stand out.
+    """
+    color = colorize(labels, palette, ignore_value)
+    blended = (1 - alpha) * image.astype(np.float32) + alpha * color.astype(np.float32)
+    keep = (np.asarray(labels) == ignore_value) | (color.max(axis=-1) == 0)
     blended[keep] = image[keep]
     return blended.round().clip(0, 255).astype(np.uint8)
 
@@ -214,7 +218,9 @@ def save_training_curves(metrics_file: str, out_dir: str, metric_names: Sequence
     """``loss_curve.png`` (total and per-term loss) and one PNG per metric from ``metrics.jsonl``."""
     rows = _read_metrics(metrics_file)
     paths = []
-    loss_keys = sorted({k for r in rows for k in r if k == "total_loss" or k.startswith("loss")})
+    terms = sorted({k for r in rows for k in r if k.startswith("loss")})
+    # With one loss term the total is the same curve; draw it only when it adds something.
+    loss_keys = (["total_loss"] if len(terms) > 1 else []) + terms
     if loss_keys:
         series = {k: ([r["iteration"] + 1 for r in rows if r.get(k) is not None],
                       [r[k] for r in rows if r.get(k) is not None]) for k in loss_keys}
