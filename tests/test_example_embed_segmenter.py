@@ -119,7 +119,7 @@ def test_other_embeddings_give_the_same_areas(setup, mode, capsys):
     out_json = tmp / f"areas_{mode}.json"
     main = _example("segment_images.py")["main"]
     source = ["--bundle", ts_path] if mode == "torchscript" else [
-        "--config-file", CONFIG, "--weights", weights, "MODEL.DEVICE", "cpu"]
+        "--config-file", CONFIG, "--weights", weights, "--opts", "MODEL.DEVICE", "cpu"]
     assert main([*images, *source, "--json", str(out_json)]) == 0
     _assert_areas_match(json.loads(out_json.read_text()), _expected_areas(cfg, weights, images))
 

@@ -108,10 +108,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", help="segkit checkpoint (Predictor path)")
     p.add_argument("--json", help="write {image: {class: area fraction}} here")
     p.add_argument("--save-dir", help="also write palette PNG masks here")
-    args, opts = p.parse_known_args(argv)
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides (Predictor path)")
+    args = p.parse_args(argv)
     if bool(args.bundle) == bool(args.config_file):
         p.error("give either --bundle, or --config-file and --weights")
-    args.opts = opts
     return args
 
 
