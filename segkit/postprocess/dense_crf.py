@@ -33,6 +33,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from segkit.postprocess.permutohedral import PermutohedralLattice
 from segkit.registry import POSTPROCESSOR_REGISTRY
@@ -108,12 +109,6 @@ def _features(images: torch.Tensor, params: CRFParams):
     return smooth, appearance
 
 
-def _exp_normalize_(x: torch.Tensor) -> torch.Tensor:
-    """In-place softmax over labels of (P, K) energies (the reference's expAndNormalize)."""
-    x.sub_(x.amax(dim=1, keepdim=True)).exp_()
-    return x.div_(x.sum(dim=1, keepdim=True))
-
-
 class _Kernel:
     """One symmetric-normalised Gaussian kernel with a Potts compatibility of weight w.
 
@@ -131,10 +126,6 @@ class _Kernel:
         # subtracts it from the energy, i.e. adds w * D^-1/2 K D^-1/2 Q. Fold both
         # normalisations and w into the splat and slice weights.
         self.operator = lattice.operator(pre=norm, post=norm * float(np.float32(weight)))
-
-    def add_message_(self, energy: torch.Tensor, q: torch.Tensor) -> None:
-        """energy (P, K) += w * D^-1/2 K D^-1/2 q, in place."""
-        self.operator(q, out=energy)
 
     @classmethod
     def cached(cls, key: Tuple, features: torch.Tensor, weight: float) -> "_Kernel":
@@ -173,16 +164,66 @@ def set_kernel_cache_size(size: int) -> None:
             _KERNEL_CACHE.popitem(last=False)
 
 
+class _FusedMeanField:
+    """All pairwise kernels of one mean-field update fused into two gathers.
+
+    Per iteration: one ``embedding_bag`` splats Q onto every kernel's lattice at
+    once (the kernels' splat bags concatenated), each lattice is blurred in place
+    of its rows of a shared table, and one ``embedding_bag`` over the table
+    produces the new energy ``-U + sum_k w_k D_k^-1/2 K_k D_k^-1/2 Q`` for every
+    pixel: its bag is the pixel's own row of ``-U`` (weight 1, stored below the
+    lattices) followed by its simplex vertices in every lattice, weights with the
+    normalisations and ``w_k`` folded in. Q (P x K) is read once per kernel and
+    the energy written once, which is what bounds the speed on large images.
+    """
+
+    def __init__(self, operators, neg_unary: torch.Tensor) -> None:
+        p, k = neg_unary.shape
+        sizes = [op.splat[1].numel() for op in operators]  # vertices per lattice
+        self.starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        m = sum(sizes)
+        device = neg_unary.device
+        self.table = torch.empty(m + p, k, dtype=torch.float32, device=device)
+        self.table[m:] = neg_unary
+        cols, bags, weights, offset = [], [], [], 0
+        for op in operators:
+            col, bag, weight = op.splat
+            cols.append(col)
+            bags.append(bag + offset)
+            weights.append(weight)
+            offset += col.numel()
+        itype = cols[0].dtype
+        self.splat = (torch.cat(cols), torch.cat(bags).to(itype), torch.cat(weights))
+        self.blur = [op.blur for op in operators]
+        own = torch.arange(m, m + p, device=device, dtype=itype)[:, None]
+        slice_cols = [own] + [op.slice[0] + start for op, start in zip(operators, self.starts)]
+        slice_vals = [torch.ones(p, 1, device=device)] + [op.slice[1] for op in operators]
+        self.slice = (torch.cat(slice_cols, dim=1), torch.cat(slice_vals, dim=1))
+        self.sizes = sizes
+
+    def energy(self, q: torch.Tensor) -> torch.Tensor:
+        """-U + sum of the pairwise messages for beliefs q (P, K) -> (P, K)."""
+        col, bags, weights = self.splat
+        lattices = F.embedding_bag(col, q, bags, mode="sum", per_sample_weights=weights)
+        for start, size, blur in zip(self.starts, self.sizes, self.blur):
+            values = lattices[start : start + size]
+            for cols, vals in blur:
+                values = F.embedding_bag(cols, values, mode="sum", per_sample_weights=vals)
+            self.table[start : start + size] = values
+        cols, vals = self.slice
+        return F.embedding_bag(cols, self.table, mode="sum", per_sample_weights=vals)
+
+
 def _mean_field(unary: torch.Tensor, kernels: Sequence[_Kernel], iterations: int) -> torch.Tensor:
     """Mean-field inference (Krähenbühl and Koltun 2011, alg. 1) on (P, K) unaries."""
     neg_unary = -unary.contiguous()
-    q = _exp_normalize_(neg_unary.clone())
-    energy = torch.empty_like(q)
+    # The reference's expAndNormalize: subtract the max, exponentiate, normalise.
+    q = torch.softmax(neg_unary, dim=1)
+    if iterations == 0 or not kernels:
+        return q
+    fused = _FusedMeanField([kernel.operator for kernel in kernels], neg_unary)
     for _ in range(iterations):
-        energy.copy_(neg_unary)
-        for kernel in kernels:
-            kernel.add_message_(energy, q)
-        q, energy = _exp_normalize_(energy), q
+        q = torch.softmax(fused.energy(q), dim=1)
     return q
 
 

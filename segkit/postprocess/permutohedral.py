@@ -87,7 +87,9 @@ def _packing(v: torch.Tensor, batch: int, d1: int):
     d = d1 - 1
     qmin = v[:, :d].amin(dim=0).to(torch.int64) - 3
     span = v[:, :d].amax(dim=0).to(torch.int64) - qmin + 3
-    radix = [batch, d1] + [int(x) for x in span.tolist()]
+    # The remainder k is the most significant digit, so sorting each k's codes
+    # separately sorts them all (see PermutohedralLattice._number_vertices).
+    radix = [d1, batch] + [int(x) for x in span.tolist()]
     total = 1
     for r in radix:
         total *= r
@@ -119,8 +121,8 @@ def _simplices(elevated: torch.Tensor, batch: int):
     k highest ranks, so its packed value is a running sum over rank slots.
 
     Returns:
-        codes: (P, d+1) exact mixed-radix code of each vertex (batch index included),
-            int32 when the packing fits, else int64.
+        codes: (d+1, P) exact mixed-radix code of vertex k of each point's simplex
+            (batch index included), int32 when the packing fits, else int64.
         bary: (P, d+1) float32 barycentric weight of each vertex.
         radix, strides, total: the packing (see :func:`_packing`).
     """
@@ -157,11 +159,12 @@ def _simplices(elevated: torch.Tensor, batch: int):
     base = ((v[:, :d].to(ctype) - qmin.to(ctype)) * digit_strides[:d]).sum(dim=1, dtype=ctype)
     base += (shift * stride_sorted).sum(dim=1, dtype=ctype)
     if batch > 1:
-        base += torch.arange(batch, device=device, dtype=ctype).repeat_interleave(p // batch) * strides[0]
+        base += torch.arange(batch, device=device, dtype=ctype).repeat_interleave(p // batch) * strides[1]
     # Strides of the k highest ranks, for k = 1..d+1.
     top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1, dtype=ctype)
-    codes = base[:, None] + torch.arange(d1, device=device, dtype=ctype) * strides[1]
-    codes[:, 1:] -= top[:, :-1]
+    # Laid out (d+1, P): one row per remainder k.
+    codes = base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None]
+    codes[1:] -= top[:, :-1].t()
     return codes, bary, radix, strides, total
 
 
@@ -206,33 +209,35 @@ class PermutohedralLattice:
 
     # ------------------------------------------------------------------ build
     def _number_vertices(self, codes: torch.Tensor) -> None:
-        """Number vertices by code order and lay out the splat and slice matrices.
+        """Number vertices by code order and lay out the splat and slice maps.
 
-        One stable sort of the codes gives at once the distinct vertices, each
-        point's vertex indices and the splat's bags (one per vertex, its points in
-        their original order, as the reference accumulates them).
+        ``codes`` is (d+1, P), a row per simplex vertex k. Because k is the most
+        significant digit, a stable sort of each row sorts all codes: the sort
+        gives at once the distinct vertices, each point's vertex indices and the
+        splat's bags (one per vertex, its points in their original order, as the
+        reference accumulates them), and its indices are the points themselves.
         """
-        p, d1 = codes.shape
-        flat = codes.reshape(-1)
-        sorted_codes, perm = torch.sort(flat, stable=True)
-        new = torch.ones_like(sorted_codes, dtype=torch.bool)
-        new[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        d1, p = codes.shape
+        sorted_codes, points = torch.sort(codes, dim=1, stable=True)
+        flat = sorted_codes.reshape(-1)
+        new = torch.ones_like(flat, dtype=torch.bool)
+        new[1:] = flat[1:] != flat[:-1]
         starts = torch.nonzero(new).squeeze(1)
-        self.vertex_codes = sorted_codes[starts].to(torch.int64)
+        self.vertex_codes = flat[starts].to(torch.int64)
         m = self.num_vertices = int(starts.numel())
         itype = _index_dtype(codes.device, p * d1)
-        offsets = torch.empty(p * d1, dtype=itype, device=codes.device)
-        offsets[perm] = torch.cumsum(new, dim=0, dtype=itype) - 1
-        self.offsets = self._slice_col = offsets.reshape(p, d1)
+        offsets = torch.empty(d1, p, dtype=itype, device=codes.device)
+        offsets.scatter_(1, points, (torch.cumsum(new, dim=0, dtype=itype) - 1).view(d1, p))
+        self.offsets = self._slice_col = offsets.t().contiguous()  # (P, d+1)
         self._splat_bags = starts.to(itype)  # bag b = splat row of vertex b
-        self._splat_weights = self.weights.reshape(-1)[perm]  # in splat (vertex-major) order
-        self._splat_col = (perm // d1).to(itype)
+        self._splat_weights = torch.gather(self.weights.t(), 1, points).reshape(-1)  # vertex-major
+        self._splat_col = points.reshape(-1).to(itype)
 
     def _build_blur(self, radix, strides) -> None:
         """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
         m, d1, d = self.num_vertices, self.dim + 1, self.dim
         codes = self.vertex_codes
-        k_v = torch.div(codes, strides[1], rounding_mode="floor") % d1
+        k_v = torch.div(codes, strides[0], rounding_mode="floor")
         digits = [torch.div(codes, strides[2 + i], rounding_mode="floor") % radix[2 + i] for i in range(d)]
         rows = torch.arange(m, device=codes.device)
         self._blur = []
@@ -338,7 +343,7 @@ def _neighbour_codes(codes, k_v, digits, j, sign, d, strides):
         wraps = k_v == d
         new_k = torch.where(wraps, torch.zeros_like(k_v), k_v + 1)
         step_j, step_others = -(~wraps).to(torch.int64), wraps.to(torch.int64)
-    out = codes + (new_k - k_v) * strides[1]
+    out = codes + (new_k - k_v) * strides[0]
     for i in range(d):
         out = out + (step_j if i == j else step_others) * strides[2 + i]
     return out
