@@ -131,8 +131,18 @@ def test_raw_onnx_metadata_props_and_dynamic_axes(setup):
 
 def test_raw_torchscript_extra_file(setup):
     files = {TORCHSCRIPT_METADATA_FILE: ""}
-    torch.jit.load(setup[3]["torchscript"], _extra_files=files)
-    assert json.loads(json.loads(files[TORCHSCRIPT_METADATA_FILE])["input_layout"]) == "NHWC"
+    with pytest.warns(FutureWarning):  # torch.jit is deprecated in torch >= 2.9, still supported
+        torch.jit.load(setup[3]["torchscript"], _extra_files=files)
+    raw = json.loads(files[TORCHSCRIPT_METADATA_FILE])
+    assert json.loads(raw["input_layout"]) == "NHWC" and json.loads(raw["device"]) == "cpu"
+    assert "device" not in ExportedSegmenter(setup[3]["onnx"]).metadata  # ONNX is device-neutral
+
+
+def test_torchscript_bundle_runs_on_its_traced_device_only(setup):
+    # The traced graph moves inputs to the device it was traced on (segmentor's images.to(device)).
+    with pytest.raises(ValueError, match="traced for cpu.*cannot run on cuda.*device='cuda'"):
+        ExportedSegmenter(setup[3]["torchscript"], device="cuda")
+    assert ExportedSegmenter(setup[3]["torchscript"]).device == torch.device("cpu")
 
 
 def test_nchw_labels_only_export(setup, tmp_path):

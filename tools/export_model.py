@@ -28,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--input-layout", choices=("NHWC", "NCHW"), default="NHWC")
     p.add_argument("--with-probs", action="store_true", help="also output (N, K, H, W) probabilities")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--device", default="cpu", help="device a TorchScript bundle is traced for and runs on (ONNX: always cpu)")
     p.add_argument("--verify", action="store_true", help="compare with PyTorch on DATASETS.TEST images")
     p.add_argument("--verify-images", type=int, default=4, help="how many test images --verify uses")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     images = verification_images(cfg, args.verify_images) if args.verify else None
     for fmt in args.format:
         out = args.output if single_file else os.path.join(args.output, "model" + FORMATS[fmt])
-        path = export(cfg, args.weights, fmt, out, input_layout=args.input_layout, with_probs=args.with_probs, opset=args.opset)
+        path = export(cfg, args.weights, fmt, out, input_layout=args.input_layout, with_probs=args.with_probs,
+                      opset=args.opset, device=args.device)
         print(f"{fmt}: wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
         if images is not None:
             r = check_parity(cfg, args.weights, path, images)

@@ -12,6 +12,7 @@ the shape arithmetic of dynamic H, W through tracing.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from segkit.export.pipeline import SegmentationPipeline, bundle_metadata
+from segkit.utils.device import resolve_device
 
 __all__ = ["FORMATS", "export", "export_torchscript", "export_onnx", "build_export_model", "TORCHSCRIPT_METADATA_FILE"]
 
@@ -93,8 +95,14 @@ def make_pipeline(model: nn.Module, input_layout: str = "NHWC", with_probs: bool
 
 
 def export_torchscript(pipeline: SegmentationPipeline, out: str, metadata: Dict[str, str]) -> str:
-    """Trace ``pipeline`` and save it with ``metadata`` as an extra file. Returns ``out``."""
-    example = _example_input(pipeline.input_layout)
+    """Trace ``pipeline`` on the device of its parameters and save it with ``metadata``. Returns ``out``.
+
+    A traced graph keeps the device the model moved its input to (the segmentor's
+    ``images.to(self.device)``), so a TorchScript bundle runs on the device it was
+    traced on; trace on the GPU for GPU deployment.
+    """
+    device = next(pipeline.parameters()).device
+    example = _example_input(pipeline.input_layout).to(device)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit is deprecated, still supported
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
@@ -144,6 +152,7 @@ def export(
     with_probs: bool = False,
     opset: int = 17,
     model: Optional[nn.Module] = None,
+    device: str = "cpu",
 ) -> str:
     """Export the whole inference pipeline of ``cfg`` + ``weights`` to one file.
 
@@ -157,6 +166,9 @@ def export(
         opset: ONNX opset version.
         model: an already built CPU model to export instead of building ``cfg`` and
             loading ``weights`` (e.g. straight after training).
+        device: device a TorchScript bundle is traced for and runs on (the graph
+            keeps it, see :func:`export_torchscript`). ONNX is always exported on the
+            CPU and runs on any onnxruntime execution provider.
 
     Returns:
         The path written.
@@ -169,10 +181,13 @@ def export(
     _warn_dropped_steps(cfg)
     model = model.eval() if model is not None else build_export_model(cfg, weights)
     pipeline = make_pipeline(model, input_layout, with_probs)
-    metadata = bundle_metadata(cfg, input_layout, with_probs)
     if format == "torchscript":
+        target = resolve_device(device)
+        if next(pipeline.parameters()).device != target:  # never move the caller's model
+            pipeline = copy.deepcopy(pipeline).to(target)
+        metadata = bundle_metadata(cfg, input_layout, with_probs, device=str(target))
         export_torchscript(pipeline, out, metadata)
     else:
-        export_onnx(pipeline, out, metadata, opset)
+        export_onnx(pipeline, out, bundle_metadata(cfg, input_layout, with_probs), opset)
     logger.info("Exported %s pipeline to %s", format, out)
     return out

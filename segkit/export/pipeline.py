@@ -8,7 +8,7 @@ size -> arg-max. Height and width stay dynamic, so one file segments any size.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -65,12 +65,13 @@ class SegmentationPipeline(nn.Module):
         return labels
 
 
-def bundle_metadata(cfg, input_layout: str, with_probs: bool) -> Dict[str, str]:
+def bundle_metadata(cfg, input_layout: str, with_probs: bool, device: Optional[str] = None) -> Dict[str, str]:
     """String -> string metadata stored in an exported bundle.
 
     Values are JSON; keys: ``schema``, ``class_names``, ``palette``, ``input_format``,
     ``input_layout``, ``pixel_mean``, ``pixel_std``, ``num_classes``, ``ignore_value``,
-    ``inputs``, ``outputs``, ``meta_architecture``, ``segkit_version``, ``config`` (YAML).
+    ``inputs``, ``outputs``, ``meta_architecture``, ``segkit_version``, ``config`` (YAML),
+    and for TorchScript ``device`` (the device the graph was traced for).
     """
     meta: Dict[str, Any] = pipeline_metadata(cfg).to_dict()
     meta.update(
@@ -81,6 +82,8 @@ def bundle_metadata(cfg, input_layout: str, with_probs: bool) -> Dict[str, str]:
         meta_architecture=cfg.MODEL.META_ARCHITECTURE,
         segkit_version=segkit.__version__,
     )
+    if device is not None:
+        meta["device"] = device
     out = {k: json.dumps(v) for k, v in meta.items()}
     out["config"] = cfg.dump()
     return out

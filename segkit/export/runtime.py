@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+import zipfile
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -29,6 +30,26 @@ def decode_metadata(raw: Dict[str, str]) -> Dict[str, Any]:
     return meta
 
 
+def _torchscript_metadata(path: str) -> Dict[str, str]:
+    """The extra file written by the exporter, read from the TorchScript zip archive without loading the model."""
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("/extra/" + TORCHSCRIPT_METADATA_FILE)]
+        return json.loads(archive.read(names[0])) if names else {}
+
+
+def _torchscript_device(raw: Dict[str, str], requested, path: str) -> torch.device:
+    traced = torch.device(json.loads(raw.get("device", '"cpu"')))
+    if requested is None:
+        return traced
+    requested = torch.device(requested)
+    if requested.type != traced.type:
+        raise ValueError(
+            f"{path} was traced for {traced} and its graph moves inputs there; it cannot run on {requested}. "
+            f"Export it again with segkit.export.export(..., device='{requested}') (tools/export_model.py --device)."
+        )
+    return requested
+
+
 def bundle_format(path: str) -> str:
     """``"onnx"`` or ``"torchscript"`` from the file's content (ONNX protobuf vs. zip archive)."""
     with open(path, "rb") as f:
@@ -42,7 +63,9 @@ class ExportedSegmenter:
     Args:
         path: a ``.onnx`` or TorchScript file written by :func:`segkit.export.export`.
         providers: onnxruntime execution providers (default: CPU).
-        device: torch device for TorchScript bundles (default: CPU).
+        device: torch device for TorchScript bundles (default: the device the bundle
+            was traced for, from its metadata; another one raises, as the graph
+            would move inputs back to the traced device).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice, all cores).
 
     Attributes:
@@ -55,14 +78,14 @@ class ExportedSegmenter:
         self,
         path: str,
         providers: Optional[Sequence[str]] = None,
-        device: Union[str, torch.device] = "cpu",
+        device: Optional[Union[str, torch.device]] = None,
         threads: Optional[int] = None,
     ):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No exported bundle at {path}.")
         self.path = path
         self.format = bundle_format(path)
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
         if self.format == "onnx":
             import onnxruntime as ort
 
@@ -72,11 +95,11 @@ class ExportedSegmenter:
             self._session = ort.InferenceSession(path, options, providers=list(providers or ["CPUExecutionProvider"]))
             raw = dict(self._session.get_modelmeta().custom_metadata_map)
         else:
-            files = {TORCHSCRIPT_METADATA_FILE: ""}
+            raw = _torchscript_metadata(path)  # read first: it names the device the graph was traced for
+            self.device = _torchscript_device(raw, device, path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit is deprecated, still supported
-                self._module = torch.jit.load(path, map_location=self.device, _extra_files=files)
-            raw = json.loads(files[TORCHSCRIPT_METADATA_FILE] or "{}")
+                self._module = torch.jit.load(path, map_location=self.device)
         self.metadata = decode_metadata(raw)
 
     @property
