@@ -227,6 +227,7 @@ def _mean_field(unary: torch.Tensor, kernels: Sequence[_Kernel], iterations: int
     return q
 
 
+@torch.no_grad()
 def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) -> torch.Tensor:
     """Native dense CRF: images (B, H, W, 3) uint8, unary (B, K, H, W) -> Q (B, K, H, W)."""
     b, k, h, w = unary.shape
