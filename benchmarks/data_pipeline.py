@@ -89,7 +89,7 @@ def make_voc_folder(root: str, n: int, seed: int = 0) -> str:
 # --------------------------------------------------------------------------- segkit
 def segkit_loader(voc: str, args):
     from segkit.config import get_cfg
-    from segkit.data import DatasetCatalog, MetadataCatalog, build_train_loader
+    from segkit.data import DatasetCatalog, build_train_loader
     from segkit.data.catalog import register_semseg
     from segkit.data.datasets.voc import VOC_CLASSES, load_voc_semseg, voc_palette
 

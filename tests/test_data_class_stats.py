@@ -1,5 +1,4 @@
 """Class statistics: counts, the three weightings, the JSON file and the tool."""
-import json
 
 import numpy as np
 import pytest

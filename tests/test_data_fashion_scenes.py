@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from segkit.config import get_cfg

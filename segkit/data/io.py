@@ -7,7 +7,7 @@ their *indices*, which OpenCV would expand to colours.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import random
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import albumentations as A
 import cv2
