@@ -34,7 +34,7 @@ from PIL import Image
 def _run_torchscript(torch, module, batch: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         out = module(torch.from_numpy(batch))
-    return (out[0] if isinstance(out, (tuple, list)) else out).numpy()  # "labels" comes first
+    return (out[0] if isinstance(out, (tuple, list)) else out).cpu().numpy()  # "labels" comes first
 
 
 class BundleSegmenter:
@@ -49,7 +49,9 @@ class BundleSegmenter:
             files = {"segkit_metadata.json": ""}
             with warnings.catch_warnings():  # torch.jit is deprecated in recent torch, still supported
                 warnings.simplefilter("ignore", FutureWarning)
-                self._module = torch.jit.load(path, map_location="cpu", _extra_files=files)
+                # Weights go back to the device the bundle was traced for (its metadata's "device");
+                # the graph moves the CPU input there itself.
+                self._module = torch.jit.load(path, _extra_files=files)
             raw = json.loads(files["segkit_metadata.json"])
             self._run = lambda batch: _run_torchscript(torch, self._module, batch)
         else:
