@@ -186,8 +186,23 @@ def test_benchmark_predictor_backend_runs_the_crf_chain(setup, tmp_path):
     assert rows["['DenseCRF']"]["p50_ms"] > rows["[]"]["p50_ms"]
 
 
-def test_benchmark_rejects_unknown_backend():
+def test_benchmark_rejects_unknown_backend_and_amp():
     from segkit.export.benchmark import make_runner
 
     with pytest.raises(ValueError, match="Unknown benchmark backend 'tensorrt'"):
         make_runner("tensorrt", torch.device("cpu"))
+    with pytest.raises(ValueError, match="only for the pytorch backend"):
+        make_runner("onnx", torch.device("cpu"), bundle="x.onnx", amp="fp16")
+
+
+def test_benchmark_bf16_autocast_runs_in_bf16(setup):
+    from segkit.export.benchmark import make_runner
+
+    cfg, _, _ = setup
+    model = build_model(cfg).eval()
+    dtypes = []
+    model.head.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype if torch.is_tensor(o) else next(iter(o.values())).dtype))
+    run = make_runner("pytorch", torch.device("cpu"), model=model, amp="bf16")
+    dtypes.clear()
+    run(np.zeros((1, 32, 32, 3), np.uint8))
+    assert dtypes == [torch.bfloat16]

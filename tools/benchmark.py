@@ -47,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--threads", type=int, default=0, help="CPU threads of torch and onnxruntime (0 = their defaults)")
+    p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off", help="autocast (backend pytorch)")
     p.add_argument("--json", default=None, help="write results here")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return p.parse_args(argv)
@@ -86,13 +87,14 @@ def main(argv=None) -> int:
             sys.exit(f"--bundle is required for --backend {args.backend}")
         device = resolve_device(args.device or "auto")
     run = make_runner(args.backend, device, model=model, bundle=args.bundle, predictor=predictor,
-                      threads=args.threads or None)
+                      threads=args.threads or None, amp=args.amp)
     results = benchmark_runner(run, args.sizes, args.batch_sizes, device, args.backend, args.warmup, args.iters)
     print(format_table(results))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "results": [r.as_dict() for r in results]}, f, indent=2)
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "amp": args.amp,
+                       "results": [r.as_dict() for r in results]}, f, indent=2)
     return 0
 
 

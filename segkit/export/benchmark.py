@@ -125,6 +125,8 @@ class _MemoryMeter:
 # Runners
 # ---------------------------------------------------------------------------- #
 BACKENDS = ("pytorch", "predictor", "torchscript", "onnx")
+# Autocast dtypes of the pytorch backend's --amp.
+_AMP_DTYPES = {"off": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def make_runner(
@@ -134,6 +136,7 @@ def make_runner(
     bundle: Optional[str] = None,
     predictor=None,
     threads: Optional[int] = None,
+    amp: str = "off",
 ):
     """Return ``run(batch uint8 NHWC numpy) -> None`` for ``backend``, finishing its work before returning.
 
@@ -145,9 +148,12 @@ def make_runner(
         predictor: a :class:`segkit.Predictor` (``"predictor"``); its batch size is
             raised to the benchmarked batch so one call is one forward pass.
         threads: onnxruntime intra-op threads (torch's are set by the caller).
+        amp: ``"off"``, ``"fp16"`` or ``"bf16"`` autocast for the ``"pytorch"`` backend.
     """
     if backend not in BACKENDS:
         raise ValueError(f"Unknown benchmark backend '{backend}'; use one of {', '.join(BACKENDS)}.")
+    if amp not in _AMP_DTYPES or (amp != "off" and backend != "pytorch"):
+        raise ValueError(f"amp must be one of {list(_AMP_DTYPES)} and is only for the pytorch backend; got '{amp}' for '{backend}'.")
     if backend == "predictor":
 
         def run_predictor(batch: np.ndarray) -> None:
@@ -160,9 +166,10 @@ def make_runner(
         from segkit.export.exporters import make_pipeline
 
         pipeline = make_pipeline(model.to(device).eval(), "NHWC")
+        dtype = _AMP_DTYPES[amp]
 
         def run(batch: np.ndarray) -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 pipeline(torch.from_numpy(batch).to(device))
             _sync(device)
 
