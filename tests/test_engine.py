@@ -262,3 +262,26 @@ def test_default_trainer_end_to_end_outputs(tmp_path):
     assert len(evals) == 2 and evals[-1] == pytest.approx(results["sem_seg"]["mIoU"])
     assert math.isfinite(rows[-1]["total_loss"])
     assert (tmp_path / "inference" / "sem_seg_evaluation_toy_val.json").is_file()
+
+
+def test_config_turns_on_amp_accumulation_and_extra_hooks(tmp_path):
+    seen = []
+
+    class Record(HookBase):
+        def after_step(self):
+            seen.append((self.trainer.iter, self.trainer._trainer.accum_steps, self.trainer.model.seen_dtype))
+
+    HOOK_REGISTRY.register(lambda cfg, trainer: Record(), name="_TestRecordHook")
+    try:
+        cfg = toy_cfg(tmp_path, MAX_ITER=3, ACCUM_STEPS=2, EXTRA_HOOKS=["_TestRecordHook"])
+        cfg.SOLVER.AMP.ENABLED = True
+        cfg.TEST.BEST_METRIC = ""
+        trainer = ToyTrainer(cfg)
+        trainer.train()
+    finally:
+        HOOK_REGISTRY.unregister("_TestRecordHook")
+    assert seen == [(i, 2, torch.bfloat16) for i in range(3)]  # training forward passes ran in bfloat16
+    assert trainer.model.seen_dtype == torch.float32  # evaluation stays in full precision
+    assert not (tmp_path / "model_best.pth").exists()
+    ck = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert ck["data"]["batches_consumed"] == 6  # 3 iterations x 2 micro-batches
