@@ -184,3 +184,14 @@ def test_bundle_metadata_is_strings(setup):
     meta = bundle_metadata(setup[0], "NHWC", False)
     assert all(isinstance(v, str) for v in meta.values())
     assert json.loads(meta["outputs"]) == ["labels"]
+
+
+def test_foreign_onnx_file_is_refused(tmp_path):
+    path = str(tmp_path / "plain.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Conv2d(3, 2, 1), (torch.rand(1, 3, 4, 4),), path, dynamo=False)
+    with pytest.raises(ValueError, match="carries no segkit metadata"):
+        ExportedSegmenter(path)
+    with pytest.raises(FileNotFoundError, match="No exported bundle"):
+        ExportedSegmenter(str(tmp_path / "missing.onnx"))
