@@ -127,10 +127,15 @@ def test_pil_images_are_rgb(predictor):
 
 
 def test_list_of_mixed_sizes_keeps_order(cfg):
+    cfg.TEST.IMS_PER_BATCH = 3
     with pytest.warns(UserWarning):
-        pred = segkit.Predictor(cfg, batch_size=3)
+        pred = segkit.Predictor(cfg)
+    assert pred.batch_size == 3
+    batches = []
+    pred.model.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
     images = [_solid(8, 8, (255, 0, 0)), _solid(8, 8, (0, 255, 0)), _solid(5, 11, (0, 0, 255)), _solid(8, 8, (0, 255, 0))]
     out = pred(images)
+    assert batches == [2, 1, 1]  # same-size runs: [0, 1], [2], [3]
     assert [p.labels.shape for p in out] == [(8, 8), (8, 8), (5, 11), (8, 8)]
     assert [int(p.labels[0, 0]) for p in out] == [0, 1, 2, 1]
     assert pred(()) == []
