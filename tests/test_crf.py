@@ -225,3 +225,14 @@ def test_post_processor_keeps_its_worker_pool():
     torch.testing.assert_close(first, dense_crf_batch(images, p, CRFParams(iterations=2), "pydensecrf"), rtol=0, atol=0)
     crf.close()
     assert crf._executor is None
+
+
+def test_tiled_lattice_filter_equals_filtering_each_copy():
+    g = torch.Generator().manual_seed(5)
+    features = torch.rand(1, 200, 2, generator=g) * 6.0
+    op = PermutohedralLattice(features).operator(pre=torch.rand(200, generator=g) + 0.5)
+    values = torch.rand(3, 200, 4, generator=g)
+    tiled = op.repeat(3)(values.reshape(600, 4))
+    expected = torch.cat([op(v) for v in values])
+    torch.testing.assert_close(tiled, expected, rtol=0, atol=0)
+    assert op.repeat(1) is op

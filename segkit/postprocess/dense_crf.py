@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segkit.postprocess.permutohedral import PermutohedralLattice
+from segkit.postprocess.permutohedral import LatticeFilter, PermutohedralLattice
 from segkit.registry import POSTPROCESSOR_REGISTRY
 
 __all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS"]
@@ -154,7 +154,7 @@ _CACHE_SIZE = [2]
 
 
 def set_kernel_cache_size(size: int) -> None:
-    """Number of smoothness kernels (one per image size, batch size, θγ, w2, device) kept
+    """Number of smoothness kernels (one per image size, θγ, w2 and device) kept
     between calls of the native backend; 0 disables the cache and frees it."""
     if size < 0:
         raise ValueError(f"cache size must be >= 0, got {size}")
@@ -214,14 +214,14 @@ class _FusedMeanField:
         return F.embedding_bag(cols, self.table, mode="sum", per_sample_weights=vals)
 
 
-def _mean_field(unary: torch.Tensor, kernels: Sequence[_Kernel], iterations: int) -> torch.Tensor:
+def _mean_field(unary: torch.Tensor, operators: Sequence[LatticeFilter], iterations: int) -> torch.Tensor:
     """Mean-field inference (Krähenbühl and Koltun 2011, alg. 1) on (P, K) unaries."""
     neg_unary = -unary.contiguous()
     # The reference's expAndNormalize: subtract the max, exponentiate, normalise.
     q = torch.softmax(neg_unary, dim=1)
-    if iterations == 0 or not kernels:
+    if iterations == 0 or not operators:
         return q
-    fused = _FusedMeanField([kernel.operator for kernel in kernels], neg_unary)
+    fused = _FusedMeanField(operators, neg_unary)
     for _ in range(iterations):
         q = torch.softmax(fused.energy(q), dim=1)
     return q
@@ -232,15 +232,18 @@ def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) 
     """Native dense CRF: images (B, H, W, 3) uint8, unary (B, K, H, W) -> Q (B, K, H, W)."""
     b, k, h, w = unary.shape
     smooth, appearance = _features(images, params)
-    kernels = []
     # Same order as DeepLab / pydensecrf scripts: smoothness first, then appearance.
+    operators = []
     if params.w2 > 0:
-        key = ("smooth", b, h, w, float(params.theta_gamma), float(params.w2), str(smooth.device))
-        kernels.append(_Kernel.cached(key, smooth, params.w2) if _CACHE_SIZE[0] > 0 else _Kernel(smooth, params.w2))
+        # Positions are the same for every image: build one image's lattice, tile it.
+        key = ("smooth", h, w, float(params.theta_gamma), float(params.w2), str(smooth.device))
+        one = smooth[:1]
+        kernel = _Kernel.cached(key, one, params.w2) if _CACHE_SIZE[0] > 0 else _Kernel(one, params.w2)
+        operators.append(kernel.operator.repeat(b))
     if params.w1 > 0:
-        kernels.append(_Kernel(appearance, params.w1))
+        operators.append(_Kernel(appearance, params.w1).operator)
     rows = unary.permute(0, 2, 3, 1).reshape(b * h * w, k).contiguous()  # (P, K), a row per pixel
-    q = _mean_field(rows, kernels, int(params.iterations))
+    q = _mean_field(rows, operators, int(params.iterations))
     return q.reshape(b, h, w, k).permute(0, 3, 1, 2).contiguous()
 
 

@@ -65,14 +65,14 @@ def _elevate(features: torch.Tensor) -> torch.Tensor:
     """
     d = features.shape[1]
     scale = _scale_factors(d).to(device=features.device, dtype=torch.float32)
-    cf = features * scale
-    elevated = [None] * (d + 1)
-    sm = torch.zeros_like(cf[:, 0])
+    cf = features.t() * scale[:, None]  # (d, P): contiguous rows for the running sum
+    elevated = torch.empty(features.shape[0], d + 1, dtype=torch.float32, device=features.device)
+    sm = torch.zeros_like(cf[0])
     for j in range(d, 0, -1):
-        elevated[j] = sm - float(j) * cf[:, j - 1]
-        sm = sm + cf[:, j - 1]
-    elevated[0] = sm
-    return torch.stack(elevated, dim=1)
+        elevated[:, j] = sm - float(j) * cf[j - 1]
+        sm = sm + cf[j - 1]
+    elevated[:, 0] = sm
+    return elevated
 
 
 def _packing(v: torch.Tensor, batch: int, d1: int):
@@ -146,7 +146,8 @@ def _simplices(elevated: torch.Tensor, batch: int):
     rem_sorted = torch.gather(rem0, 1, order) + (shift * d1).to(torch.float32)
     scaled = (torch.gather(elevated, 1, order) - rem_sorted) * down
     # Slot holding final rank r: (r - sum(v)) mod (d+1).
-    source = torch.remainder(slots - total_shift[:, None], d1)
+    source = slots - total_shift[:, None]  # in [-d, 2d]: wrap once either way
+    source = torch.where(source < 0, source + d1, torch.where(source > d, source - d1, source))
     by_rank = torch.gather(scaled, 1, source)  # by_rank[:, r] = residual with final rank r
     bary = torch.empty_like(by_rank)
     flipped = by_rank.flip(1)
@@ -271,9 +272,11 @@ class PermutohedralLattice:
         splat_w = self._splat_weights
         if pre is not None:
             splat_w = splat_w * pre[self._splat_col]
-        slice_w = self.weights * self.alpha if fold_alpha else self.weights
-        if post is not None:
-            slice_w = slice_w * post[:, None]
+        scale = post * self.alpha if (post is not None and fold_alpha) else post
+        if scale is not None:
+            slice_w = self.weights * scale[:, None]
+        else:
+            slice_w = self.weights * self.alpha if fold_alpha else self.weights
         return LatticeFilter(
             (self._splat_col, self._splat_bags, splat_w),
             self._blur,
@@ -312,6 +315,26 @@ class LatticeFilter:
 
     def __init__(self, splat, blur, slice_, scale: float = 1.0) -> None:
         self.splat, self.blur, self.slice, self.scale = splat, list(blur), slice_, scale
+
+    def repeat(self, batch: int) -> "LatticeFilter":
+        """The same filter applied independently to ``batch`` stacked copies of the point set.
+
+        Used for kernels whose features are the same for every image of a batch
+        (pixel positions): the lattice is built once and its index maps tiled.
+        """
+        if batch == 1:
+            return self
+        col, bags, weights = self.splat
+        points, vertices, entries = self.slice[0].shape[0], bags.numel(), col.numel()
+
+        def tile(index: torch.Tensor, step: int) -> torch.Tensor:
+            shifts = torch.arange(batch, device=index.device, dtype=index.dtype) * step
+            return (index.unsqueeze(0) + shifts.view(-1, *([1] * index.dim()))).reshape(-1, *index.shape[1:])
+
+        splat = (tile(col, points), tile(bags, entries), weights.repeat(batch))
+        blur = [(tile(cols, vertices), vals.repeat(batch, 1)) for cols, vals in self.blur]
+        slice_ = (tile(self.slice[0], vertices), self.slice[1].repeat(batch, 1))
+        return LatticeFilter(splat, blur, slice_, self.scale)
 
     def __call__(self, values: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         col, bags, weights = self.splat
