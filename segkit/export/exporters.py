@@ -127,6 +127,8 @@ def export_onnx(pipeline: SegmentationPipeline, out: str, metadata: Dict[str, st
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=DeprecationWarning)  # legacy exporter notice
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        # Strided slices are kept as Slice nodes instead of being folded: harmless.
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             pipeline, (_example_input(pipeline.input_layout),), out, dynamo=False, opset_version=opset,
             input_names=["image"], output_names=outputs,
