@@ -32,7 +32,7 @@ def test_train_net_trains_with_the_plugin_head(tmp_path):
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", SEGKIT_CACHE=str(tmp_path / "cache"))
     cmd = [sys.executable, str(ROOT / "tools" / "train_net.py"), "--config-file", str(CONFIG),
            "OUTPUT_DIR", str(tmp_path / "out"), "SOLVER.MAX_ITER", "3", "SOLVER.IMS_PER_BATCH", "2",
-           "SOLVER.CHECKPOINT_PERIOD", "3", "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0",
+           "SOLVER.CHECKPOINT_PERIOD", "3", "SOLVER.WARMUP_ITERS", "0", "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0",
            "DATASETS.FASHION_SCENES.NUM_TRAIN", "16", "DATASETS.FASHION_SCENES.NUM_VAL", "4",
            "POSTPROCESS.CHAIN", "[]", "MODEL.DEVICE", "cpu"]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=300)

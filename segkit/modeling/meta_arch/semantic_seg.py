@@ -90,7 +90,9 @@ class SemanticSegmentor(nn.Module):
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8/float ``(N, 3, H, W)`` on 0-255 -> float ``(N, 3, H, W)`` normalised, on the model's device."""
-        images = images.to(self.device, non_blocking=True).float()
+        if images.device != self.device:  # a trace then records no fixed device move
+            images = images.to(self.device, non_blocking=True)
+        images = images.float()
         return (images - self.pixel_mean) / self.pixel_std
 
     def head_outputs(self, x: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
