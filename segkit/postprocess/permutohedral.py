@@ -210,32 +210,50 @@ class PermutohedralLattice:
 
     # ------------------------------------------------------------------ build
     def _number_vertices(self, codes: torch.Tensor) -> None:
-        """Number vertices by code order and lay out the splat and slice maps.
+        """Find the distinct vertices, number them, and lay out the splat and slice maps.
 
         ``codes`` is (d+1, P), a row per simplex vertex k. Because k is the most
-        significant digit, a stable sort of each row sorts all codes: the sort
-        gives at once the distinct vertices, each point's vertex indices and the
-        splat's bags (one per vertex, its points in their original order, as the
-        reference accumulates them), and its indices are the points themselves.
+        significant digit, a stable sort of each row sorts all codes: equal codes
+        become runs (one per vertex, its points in their original order, as the
+        reference accumulates them) and the sort indices are the points themselves.
+
+        Vertices are then numbered by the first point that touches them, which is
+        the order in which the reference's hash table creates them. Splat bags in
+        that order read the (P, K) values nearly sequentially, and slices gather
+        nearby lattice rows; on large images this halves the splat's time against
+        numbering by code.
         """
         d1, p = codes.shape
+        device = codes.device
         sorted_codes = torch.empty_like(codes)
-        points = torch.empty(codes.shape, dtype=torch.int64, device=codes.device)
+        points = torch.empty(codes.shape, dtype=torch.int64, device=device)
         for k in range(d1):  # row by row: faster than one sort along dim 1 on CPU
             torch.sort(codes[k], stable=True, out=(sorted_codes[k], points[k]))
         flat = sorted_codes.reshape(-1)
         new = torch.ones_like(flat, dtype=torch.bool)
         new[1:] = flat[1:] != flat[:-1]
         starts = torch.nonzero(new).squeeze(1)
-        self.vertex_codes = flat[starts].to(torch.int64)
+        self.vertex_codes = flat[starts].to(torch.int64)  # sorted, for the blur's look-ups
         m = self.num_vertices = int(starts.numel())
-        itype = _index_dtype(codes.device, p * d1)
-        offsets = torch.empty(d1, p, dtype=itype, device=codes.device)
-        offsets.scatter_(1, points, (torch.cumsum(new, dim=0, dtype=itype) - 1).view(d1, p))
-        self.offsets = self._slice_col = offsets.t().contiguous()  # (P, d+1)
-        self._splat_bags = starts.to(itype)  # bag b = splat row of vertex b
-        self._splat_weights = torch.gather(self.weights.t(), 1, points).reshape(-1)  # vertex-major
-        self._splat_col = points.reshape(-1).to(itype)
+        points = points.reshape(-1)
+        # First-touch numbering: vertex of code rank c gets number rank_of[c].
+        self._by_first = torch.sort(points[starts], stable=True).indices  # code ranks in first-touch order
+        rank_of = torch.empty_like(self._by_first)
+        rank_of[self._by_first] = torch.arange(m, device=device)
+        itype = _index_dtype(device, p * d1)
+        run_lengths = torch.diff(starts, append=torch.tensor([d1 * p], device=device))
+        slot = (torch.arange(d1, device=device) * p).repeat_interleave(p) + points  # k * P + point
+        offsets = torch.empty(d1 * p, dtype=itype, device=device)
+        offsets[slot] = rank_of.to(itype).repeat_interleave(run_lengths)
+        self.offsets = self._slice_col = offsets.view(d1, p).t().contiguous()  # (P, d+1)
+        # Splat bags in first-touch order: move each run of the sorted entries.
+        lengths = run_lengths[self._by_first]
+        bag_starts = torch.cumsum(lengths, dim=0) - lengths
+        entries = torch.repeat_interleave(starts[self._by_first] - bag_starts, lengths)
+        entries += torch.arange(d1 * p, device=device)  # position in the sorted (k-major) layout
+        self._splat_bags = bag_starts.to(itype)
+        self._splat_col = points[entries].to(itype)
+        self._splat_weights = self.weights.t().reshape(-1)[slot[entries]]
 
     def _build_blur(self, radix, strides) -> None:
         """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
@@ -244,6 +262,8 @@ class PermutohedralLattice:
         k_v = torch.div(codes, strides[0], rounding_mode="floor")
         digits = [torch.div(codes, strides[2 + i], rounding_mode="floor") % radix[2 + i] for i in range(d)]
         rows = torch.arange(m, device=codes.device)
+        rank_of = torch.empty_like(self._by_first)
+        rank_of[self._by_first] = rows
         self._blur = []
         for j in range(d1):
             cols, vals = [rows], [torch.ones(m, dtype=torch.float32, device=codes.device)]
@@ -254,8 +274,10 @@ class PermutohedralLattice:
                 # A missing neighbour contributes zero (the reference's zero row).
                 cols.append(torch.where(hit, pos, rows))
                 vals.append(hit.to(torch.float32) * 0.5)
+            # Rows and columns from code ranks to first-touch numbers.
+            col = rank_of[torch.stack(cols, dim=1)[self._by_first]]
             itype = _index_dtype(codes.device, m)
-            self._blur.append((torch.stack(cols, dim=1).to(itype), torch.stack(vals, dim=1)))
+            self._blur.append((col.to(itype), torch.stack(vals, dim=1)[self._by_first]))
 
     # ------------------------------------------------------------------ filtering
     def operator(
