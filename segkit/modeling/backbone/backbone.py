@@ -47,4 +47,10 @@ def build_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> Backbone:
             f"Backbone '{name}' ({BACKBONE_REGISTRY.provenance(name).describe()}) returned "
             f"{type(backbone).__name__}, which is not a segkit.modeling.backbone.Backbone."
         )
+    on_gridding = cfg.MODEL.HDC.GRIDDING_CHECK
+    if on_gridding != "off":
+        # HDC (Wang et al. 2018): warn about (or refuse) dilated stacks that leave holes.
+        from segkit.modeling.gridding import check_model_gridding
+
+        check_model_gridding(backbone, on_gridding=on_gridding)
     return backbone
