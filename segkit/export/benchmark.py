@@ -84,9 +84,11 @@ def _reset_rss_peak() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        return True
     except OSError:
         return False
+    # Some kernels (and sandboxes) accept the write but keep the old peak: check it.
+    hwm, rss = _read_status_kb("VmHWM"), _read_status_kb("VmRSS")
+    return hwm is not None and rss is not None and hwm <= rss + 4096
 
 
 class _MemoryMeter:
