@@ -48,22 +48,10 @@ ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
 # Metadata: class names, palette, channel order, normalisation
 # ---------------------------------------------------------------------------- #
 def default_palette(num_classes: int) -> List[Tuple[int, int, int]]:
-    """Distinct colours for ``num_classes`` labels (the PASCAL VOC bit-spreading scheme).
+    """PASCAL VOC's bit-interleaved palette for ``num_classes`` labels (label 0 is black)."""
+    from segkit.data.datasets.voc import voc_palette
 
-    Label ``i`` spreads its bits over the high bits of R, G and B, so neighbouring
-    labels get clearly different colours and label 0 is black.
-    """
-    palette = []
-    for label in range(num_classes):
-        rgb = [0, 0, 0]
-        value, shift = label, 7
-        while value and shift >= 0:
-            for ch in range(3):
-                rgb[ch] |= ((value >> ch) & 1) << shift
-            value >>= 3
-            shift -= 1
-        palette.append(tuple(rgb))
-    return palette
+    return voc_palette(num_classes)
 
 
 @dataclass(frozen=True)

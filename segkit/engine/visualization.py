@@ -32,18 +32,10 @@ IGNORE_COLOR = (0, 0, 0)
 
 
 def default_palette(num_classes: int) -> List[Tuple[int, int, int]]:
-    """PASCAL VOC's bit-interleaved palette: distinct colours for any number of classes."""
-    out = []
-    for i in range(num_classes):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
+    """PASCAL VOC's bit-interleaved palette for ``num_classes`` labels (label 0 is black)."""
+    from segkit.data.datasets.voc import voc_palette
+
+    return voc_palette(num_classes)
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Tuple[int, int, int]], ignore_value: int = 255) -> np.ndarray:
