@@ -9,6 +9,11 @@ import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed_and_one_thread():
+    # Test tensors are tiny: intra-op threads only add synchronisation, and stall badly
+    # when the machine is shared. Tests that need more threads set them themselves.
     torch.manual_seed(0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(previous)

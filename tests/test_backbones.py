@@ -15,14 +15,6 @@ from segkit.modeling.backbone.vgg import VGG, VGG_SPECS
 from segkit.modeling.backbone.weights import load_backbone_weights, resolve_weights_file
 from segkit.registry import BACKBONE_REGISTRY
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: threads only contend on a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # Tiny configurations of every built-in backbone (a new backbone must add one here).
 TINY_BACKBONES = {

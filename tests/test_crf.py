@@ -15,16 +15,6 @@ PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
 pydensecrf = pytest.importorskip("pydensecrf.densecrf")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny images: intra-op threads only add synchronisation (and stall badly on a
-    # shared, oversubscribed CI machine).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _photo(name: str, size=None) -> np.ndarray:
     image = cv2.imread(os.path.join(PHOTOS, name), cv2.IMREAD_COLOR)
     assert image is not None, name

@@ -19,14 +19,6 @@ PHOTOS = os.path.join(os.path.dirname(__file__), "data", "photos")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _problem(name, size, k, seed):
     """(image (3,H,W) uint8, noisy softmax (k,H,W), colour-cluster truth (H,W)) from a photo."""
     image = cv2.cvtColor(cv2.imread(os.path.join(PHOTOS, name)), cv2.COLOR_BGR2RGB)

@@ -8,15 +8,6 @@ from segkit.modeling.heads.duc import DUCHead
 from segkit.registry import HEAD_REGISTRY
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra threads only contend on a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SHAPES = {"res5": ShapeSpec(6, 8), "res4": ShapeSpec(4, 8)}
 
 

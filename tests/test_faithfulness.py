@@ -10,14 +10,6 @@ from segkit.modeling import build_model
 from segkit.modeling.backbone import ResNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------- FCN sec. 3.2
 class _SmallNet(nn.Module):
     """conv 3x3 -> ReLU -> max pool (2, stride s) -> conv 3x3: a net with output stride s.

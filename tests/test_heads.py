@@ -10,14 +10,6 @@ from segkit.modeling import build_backbone, build_head, build_model
 from segkit.modeling.heads import DeepLabV2Head, FCNHead
 from segkit.registry import HEAD_REGISTRY, RegistryKeyError
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: threads only contend on a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 RESNET = {"BACKBONE": {"NAME": "ResNet"}, "RESNETS": {"DEPTH": 18, "WIDTH": 8, "OUTPUT_STRIDE": 8}}
 RESNET32 = {"BACKBONE": {"NAME": "ResNet"}, "RESNETS": {"DEPTH": 18, "WIDTH": 8, "OUTPUT_STRIDE": 32}}

@@ -45,15 +45,6 @@ def _cfg(num_classes=3, **loss):
     return cfg
 
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tensors here are tiny: thread start-up, not arithmetic, dominates on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # --------------------------------------------------------------------------- exact values
 @pytest.mark.parametrize(
     "loss, expected",

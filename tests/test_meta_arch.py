@@ -8,15 +8,6 @@ from segkit.modeling import MultiScaleSegmentor, SemanticSegmentor, build_model
 from segkit.registry import META_ARCH_REGISTRY, RegistryKeyError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: threads only contend on a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(meta="SemanticSegmentor", head="DeepLabV2Head"):
     cfg = get_cfg()
     cfg.merge_from_dict(

@@ -7,15 +7,6 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from segkit.modeling.optimize import fold_batchnorm, freeze_traced, optimize_for_inference
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra threads only contend on a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _randomise_bn_(model):
     for m in model.modules():
         if hasattr(m, "running_var") and m.running_var is not None:

@@ -19,14 +19,6 @@ from segkit.postprocess import (
 from segkit.registry import RegistryKeyError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class TinySegmentor(nn.Module):
     """Contract-satisfying model: (N, 3, H, W) 0-255 -> logits (N, K, H, W)."""
 

@@ -17,15 +17,6 @@ from segkit.modeling.heads.refinenet import (
 from segkit.registry import HEAD_REGISTRY
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: extra threads only contend on a shared, loaded machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 SHAPES = {"res2": ShapeSpec(8, 4), "res3": ShapeSpec(12, 8), "res4": ShapeSpec(16, 16), "res5": ShapeSpec(20, 32)}
 
 

@@ -50,15 +50,6 @@ def _hyper(optimizer, model):
     return {n: by_id.get(id(p)) for n, p in model.named_parameters()}
 
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tensors here are tiny: thread start-up, not arithmetic, dominates on a shared machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 # --------------------------------------------------------------------------- parameter groups
 def test_multipliers_norm_and_bias_rules():
     model = _model()
