@@ -31,6 +31,9 @@ _C.MODEL.META_ARCHITECTURE = "SemanticSegmentor"
 _C.MODEL.DEVICE = "auto"
 # Checkpoint of the whole model to load (a segkit checkpoint); empty for none.
 _C.MODEL.WEIGHTS = ""
+# Require MODEL.WEIGHTS to match the model exactly when training starts from it; False loads
+# what matches (FCN-16s/8s start from the coarser net, whose skip layers are absent).
+_C.MODEL.WEIGHTS_STRICT = True
 # Number of classes the head predicts (background included).
 _C.MODEL.NUM_CLASSES = 21
 # Label value ignored by losses and metrics.

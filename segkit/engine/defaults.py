@@ -250,7 +250,7 @@ class DefaultTrainer(TrainerBase):
                                    len(rng), get_world_size())
             logger.info("Resuming from %s at iteration %d", path, self.start_iter)
         elif self.cfg.MODEL.WEIGHTS:
-            load_model_weights(self.model, self.cfg.MODEL.WEIGHTS)
+            load_model_weights(self.model, self.cfg.MODEL.WEIGHTS, strict=self.cfg.MODEL.WEIGHTS_STRICT)
             logger.info("Loaded weights from %s", self.cfg.MODEL.WEIGHTS)
         return self
 
