@@ -19,15 +19,6 @@ from segkit.modeling import build_model
 EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "embed_segmenter")
 CONFIG = os.path.join(EXAMPLE, "tiny_fcn.yaml")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def _perturb(v, head):
     """Relative noise in the backbone (keeps activation scales), absolute in the young classifier."""

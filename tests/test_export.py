@@ -17,15 +17,6 @@ from segkit.predictor import read_image
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "examples", "embed_segmenter", "tiny_fcn.yaml")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def _checkpoint(cfg, path):
     """A checkpoint in the engine's format with non-trivial weights (the FCN scores start at zero)."""

@@ -19,15 +19,6 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "fashion_s
 MAIN = os.path.join(CONFIG_DIR, "main.yaml")
 OTHERS = sorted(f for f in glob.glob(os.path.join(CONFIG_DIR, "*.yaml")) if not os.path.basename(f).startswith("Base") and f != MAIN)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def _images():
     v = [read_image(r["file_name"], "RGB") for r in DatasetCatalog.get("fashion_scenes_val")[:2]]

@@ -17,15 +17,6 @@ from segkit.predictor import read_image
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG = os.path.join(ROOT, "examples", "embed_segmenter", "tiny_fcn.yaml")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

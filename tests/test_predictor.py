@@ -22,15 +22,6 @@ from segkit.registry import META_ARCH_REGISTRY
 
 NUM_CLASSES = 3
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 class _TinySegmentor(nn.Module):
     """Contract-conforming meta-arch: uint8 0-255 in, normalise, stride-4 features, logits at input size.

@@ -20,15 +20,6 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 TOOLS = os.path.join(ROOT, "tools")
 CONFIG = os.path.join(ROOT, "examples", "embed_segmenter", "tiny_fcn.yaml")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: one intra-op thread is faster, and immune to oversubscribed CI machines."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 
 def _tool(name):
     sys.path.insert(0, TOOLS)  # analyze_model imports parse_size from benchmark.py
