@@ -15,19 +15,14 @@ from segkit.export.exporters import TORCHSCRIPT_METADATA_FILE, build_export_mode
 from segkit.modeling import build_model
 from segkit.predictor import read_image
 
+from model_fixtures import perturbed_checkpoint
+
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "examples", "embed_segmenter", "tiny_fcn.yaml")
 
 
 def _checkpoint(cfg, path):
     """A checkpoint in the engine's format with non-trivial weights (the FCN scores start at zero)."""
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for p in model.parameters():  # relative noise keeps activations at their initial scale
-            std = float(p.std()) if p.numel() > 1 else 0.0
-            p.add_(torch.randn_like(p) * (0.2 * std if std > 0 else 0.05))
-    torch.save({"model": model.state_dict(), "iteration": 1}, path)
-    return str(path)
+    return perturbed_checkpoint(cfg, path)
 
 
 @pytest.fixture(scope="module")

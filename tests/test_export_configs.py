@@ -11,9 +11,10 @@ import segkit
 from segkit.config import load_config
 from segkit.data import DatasetCatalog
 from segkit.export import check_parity, export
-from segkit.modeling import build_model
 from segkit.postprocess import build_inference, build_postprocessor_chain
 from segkit.predictor import read_image
+
+from model_fixtures import perturbed_model
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs", "fashion_scenes")
 MAIN = os.path.join(CONFIG_DIR, "main.yaml")
@@ -25,20 +26,9 @@ def _images():
     return [v[0], np.ascontiguousarray(v[1][5:50, 7:68]), np.ascontiguousarray(np.concatenate(v, 1)[:100])]
 
 
-def _perturbed_model(cfg):
-    """Non-trivial weights (FCN scores start at zero) without training."""
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():  # relative noise keeps activations at their initial scale
-            std = float(p.std()) if p.numel() > 1 else 0.0
-            p.add_(torch.randn_like(p) * (0.2 * std if std > 0 else 0.05))
-    return model
-
-
 def _check(config_file, fmt, tmp_path):
     cfg = load_config(config_file, ["MODEL.DEVICE", "cpu", "POSTPROCESS.CHAIN", "[]"])
-    model = _perturbed_model(cfg)
+    model = perturbed_model(cfg)
     path = export(cfg, None, fmt, str(tmp_path / f"m.{fmt}"), with_probs=True, model=model)
     report = check_parity(cfg, None, path, _images(), model=model)
     assert report.sizes == [(128, 128), (45, 61), (100, 256)]
@@ -64,7 +54,7 @@ def test_other_configs_onnx(config_file, tmp_path):
 def test_predictor_applies_the_crf_chain_of_main_config(tmp_path):
     cfg = load_config(MAIN, ["MODEL.DEVICE", "cpu"])
     assert list(cfg.POSTPROCESS.CHAIN) == ["DenseCRF"]
-    model = _perturbed_model(cfg)
+    model = perturbed_model(cfg)
     weights = str(tmp_path / "w.pth")
     torch.save({"model": model.state_dict()}, weights)
     image = _images()[1]

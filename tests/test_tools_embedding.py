@@ -16,6 +16,8 @@ from segkit.export.benchmark import BenchmarkResult, _MemoryMeter, benchmark_run
 from segkit.modeling import build_model
 from segkit.predictor import read_image
 
+from model_fixtures import perturbed_checkpoint
+
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TOOLS = os.path.join(ROOT, "tools")
 CONFIG = os.path.join(ROOT, "examples", "embed_segmenter", "tiny_fcn.yaml")
@@ -33,14 +35,7 @@ def _tool(name):
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tools")
     cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for p in model.parameters():  # relative noise keeps activations at their initial scale
-            std = float(p.std()) if p.numel() > 1 else 0.0
-            p.add_(torch.randn_like(p) * (0.2 * std if std > 0 else 0.05))
-    weights = str(tmp / "model_final.pth")
-    torch.save({"model": model.state_dict(), "iteration": 1}, weights)
+    weights = perturbed_checkpoint(cfg, tmp / "model_final.pth")
     return cfg, weights, tmp
 
 
