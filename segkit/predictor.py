@@ -1,29 +1,33 @@
 """``segkit.Predictor``: one object a product calls to segment images.
 
-The predictor puts the pieces of one inference together (ARCHITECTURE.md, "One
-inference"): the data subsystem's test-time transform (no random augmentation),
-the model (which normalises on its device), :func:`segkit.postprocess.build_inference`
-(whole image, sliding window or multi-scale + flip, per ``cfg.TEST``), the
-post-processor chain (``cfg.POSTPROCESS.CHAIN``, e.g. dense CRF) and the arg-max,
-returning label maps at the size of the image that was passed in.
+The predictor is a thin, thread-safe front over
+:func:`segkit.engine.inference_pipeline.build_inference_pipeline` (ARCHITECTURE.md,
+"One inference"): it validates images, converts them to RGB once (the caller may
+declare BGR arrays, as ``cv2.imread`` gives), lets the data mapper prepare them
+(:meth:`segkit.data.DatasetMapper.prepare_image`), batches same-size images, runs the
+pipeline's inference and post-processor chain, and resizes the probabilities back
+to each image's size.
 
-It also holds the small helpers a product needs around a prediction: reading an
-image file in the model's channel order, colouring a label map with the dataset's
-palette, blending an overlay and writing palette PNGs.
+Drawing helpers (``default_palette``, ``colorize``, ``overlay``, ``save_label_png``)
+live in :mod:`segkit.utils.visualize` and the pipeline metadata in
+:mod:`segkit.engine.metadata`; both are re-exported here for convenience.
 """
 from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segkit.data.io import as_rgb, read_image as _read_image
+from segkit.engine.inference_pipeline import build_inference_pipeline
+from segkit.engine.metadata import PipelineMetadata, pipeline_metadata
 from segkit.utils.device import resolve_device
+from segkit.utils.visualize import colorize, default_palette, overlay, save_label_png
 
 __all__ = [
     "Predictor",
@@ -42,97 +46,6 @@ logger = logging.getLogger(__name__)
 
 _FORMATS = ("RGB", "BGR")
 ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
-
-
-# ---------------------------------------------------------------------------- #
-# Metadata: class names, palette, channel order, normalisation
-# ---------------------------------------------------------------------------- #
-def default_palette(num_classes: int) -> List[Tuple[int, int, int]]:
-    """PASCAL VOC's bit-interleaved palette for ``num_classes`` labels (label 0 is black)."""
-    from segkit.data.datasets.voc import voc_palette
-
-    return voc_palette(num_classes)
-
-
-@dataclass(frozen=True)
-class PipelineMetadata:
-    """What a caller needs to interpret a pipeline's input and output.
-
-    Attributes:
-        class_names: ``K`` names, index = label value.
-        palette: ``K`` RGB colours, index = label value.
-        input_format: channel order the pipeline expects, ``"RGB"`` or ``"BGR"``.
-        pixel_mean: per-channel mean (0-255 scale, ``input_format`` order) the model subtracts.
-        pixel_std: per-channel std the model divides by.
-        ignore_value: label value that never comes out of the pipeline but marks
-            unlabelled pixels in ground truth.
-    """
-
-    class_names: Tuple[str, ...]
-    palette: Tuple[Tuple[int, int, int], ...]
-    input_format: str
-    pixel_mean: Tuple[float, ...]
-    pixel_std: Tuple[float, ...]
-    ignore_value: int
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "class_names": list(self.class_names),
-            "palette": [list(c) for c in self.palette],
-            "input_format": self.input_format,
-            "pixel_mean": list(self.pixel_mean),
-            "pixel_std": list(self.pixel_std),
-            "ignore_value": self.ignore_value,
-            "num_classes": self.num_classes,
-        }
-
-
-def _dataset_classes(cfg) -> Tuple[Optional[List[str]], Optional[List[Tuple[int, int, int]]], str]:
-    """Class names and colours of the first test (else train) dataset that has them."""
-    try:
-        from segkit.data import MetadataCatalog
-    except ImportError:
-        return None, None, ""
-    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
-        meta = MetadataCatalog.get(name)
-        classes = meta.get("stuff_classes")
-        if classes:
-            return list(classes), meta.get("stuff_colors"), name
-    return None, None, ""
-
-
-def pipeline_metadata(cfg) -> PipelineMetadata:
-    """Build :class:`PipelineMetadata` from a config and its dataset's metadata.
-
-    Class names and colours come from ``MetadataCatalog`` of ``cfg.DATASETS.TEST``
-    (then ``TRAIN``); when none is registered, or its class count differs from
-    ``MODEL.NUM_CLASSES``, the names are ``class_0..`` and the palette is
-    :func:`default_palette` (with a warning in the mismatch case).
-    """
-    k = int(cfg.MODEL.NUM_CLASSES)
-    names, colors, source = _dataset_classes(cfg)
-    if names is not None and len(names) != k:
-        warnings.warn(
-            f"Dataset '{source}' has {len(names)} classes but MODEL.NUM_CLASSES is {k}; "
-            "using generic class names and colours.",
-            stacklevel=2,
-        )
-        names, colors = None, None
-    names = names or [f"class_{i}" for i in range(k)]
-    if not colors or len(colors) != k:
-        colors = default_palette(k)
-    return PipelineMetadata(
-        class_names=tuple(str(n) for n in names),
-        palette=tuple(tuple(int(v) for v in c) for c in colors),
-        input_format=str(cfg.INPUT.FORMAT).upper(),
-        pixel_mean=tuple(float(v) for v in cfg.MODEL.PIXEL_MEAN),
-        pixel_std=tuple(float(v) for v in cfg.MODEL.PIXEL_STD),
-        ignore_value=int(cfg.MODEL.IGNORE_VALUE),
-    )
 
 
 # ---------------------------------------------------------------------------- #
@@ -204,7 +117,7 @@ def check_image(image: ImageLike, where: str = "image") -> Tuple[np.ndarray, Opt
 
 
 def read_image(path: str, format: str = "RGB") -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 in ``format`` order, decoded as training decodes it.
+    """Read an image file as ``(H, W, 3)`` uint8 in ``format`` order (default RGB, what the predictor takes).
 
     Delegates to :func:`segkit.data.io.read_image` so that predictions see the very
     pixels the data loader would have produced (same decoder, same colour conversion).
@@ -212,61 +125,7 @@ def read_image(path: str, format: str = "RGB") -> np.ndarray:
     Raises:
         segkit.data.DataError: missing, truncated or undecodable file.
     """
-    from segkit.data.io import read_image as _read
-
-    return _read(path, _check_format(format))
-
-
-def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """Colour a label map.
-
-    Args:
-        labels: ``(H, W)`` integer labels.
-        palette: RGB colour per label value.
-
-    Returns:
-        ``(H, W, 3)`` uint8 RGB image; labels without a colour (e.g. the ignore
-        value) are black.
-    """
-    lut = np.zeros((max(256, len(palette)), 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
-    idx = np.clip(np.asarray(labels), 0, len(lut) - 1).astype(np.int64)
-    return lut[idx]
-
-
-def overlay(image_rgb: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5) -> np.ndarray:
-    """Blend the coloured labels over an RGB image: ``(1 - alpha) * image + alpha * colour``.
-
-    Args:
-        image_rgb: ``(H, W, 3)`` uint8, RGB.
-        labels: ``(H, W)`` labels of the same size.
-        palette: RGB colour per label.
-        alpha: weight of the colour, in [0, 1].
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-    if image_rgb.shape[:2] != np.asarray(labels).shape:
-        raise ValueError(f"image {image_rgb.shape[:2]} and labels {np.asarray(labels).shape} differ in size.")
-    color = colorize(labels, palette).astype(np.float32)
-    out = (1.0 - alpha) * image_rgb.astype(np.float32) + alpha * color
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def save_label_png(path: str, labels: np.ndarray, palette: Sequence[Sequence[int]]) -> None:
-    """Write labels as an 8-bit palette PNG: pixel values are the labels, viewers show colours.
-
-    Raises:
-        ValueError: a label does not fit in 8 bits (more than 256 classes).
-    """
-    from PIL import Image
-
-    labels = np.asarray(labels)
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"Labels span [{labels.min()}, {labels.max()}]; palette PNGs hold 0-255 only.")
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    flat = [v for color in list(palette)[:256] for v in color]
-    img.putpalette(flat + [0] * (768 - len(flat)))
-    img.save(path)
+    return _read_image(path, _check_format(format))
 
 
 # ---------------------------------------------------------------------------- #
@@ -284,21 +143,6 @@ class Prediction:
 
     labels: np.ndarray
     probs: Optional[np.ndarray] = None
-
-
-def _load_test_transform(cfg):
-    """The data subsystem's test-time pipeline (``INPUT.TEST_TRANSFORMS``), or None when empty.
-
-    Built exactly as the test loader builds it (:class:`segkit.data.DatasetMapper`
-    with ``is_train=False``), so a prediction sees the pixels evaluation sees. The
-    pipeline maps an RGB ``(H, W, 3)`` uint8 image to an RGB uint8 image (possibly
-    resized; the predictor resizes probabilities back).
-    """
-    if not list(cfg.INPUT.get("TEST_TRANSFORMS", [])):
-        return None
-    from segkit.data import DatasetMapper
-
-    return DatasetMapper.from_config(cfg, is_train=False).pipeline
 
 
 class Predictor:
@@ -324,37 +168,32 @@ class Predictor:
     """
 
     def __init__(self, cfg, weights: Optional[str] = None, batch_size: Optional[int] = None) -> None:
-        from segkit.modeling import build_model
-        from segkit.postprocess import build_inference, build_postprocessor_chain
-
         if batch_size is None:
             batch_size = int(cfg.TEST.get("IMS_PER_BATCH", 1))
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.cfg = cfg.clone()
         self.cfg.freeze()
-        self.device = resolve_device(self.cfg.MODEL.DEVICE)
+        # Default channel order of the arrays callers pass (kept from before RGB-end-to-end:
+        # a BGR config's users pass BGR arrays); arrays are converted to RGB once, on the way in.
         self.input_format = _check_format(self.cfg.INPUT.FORMAT)
         self.batch_size = int(batch_size)
-        self.model = build_model(self.cfg)
-        self.weights = self._load_weights(weights)
-        self.model.eval()
-        self.metadata = pipeline_metadata(self.cfg)
-        self._inference = build_inference(self.cfg, self.model)
-        self._chain = build_postprocessor_chain(self.cfg)
-        self._transform = _load_test_transform(self.cfg)
+        self.device = resolve_device(self.cfg.MODEL.DEVICE)  # where build_model put the model
+        self.pipeline = build_inference_pipeline(self.cfg, weights, who="Predictor")
         self._lock = threading.Lock()
         self._transform_lock = threading.Lock()
 
-    def _load_weights(self, weights: Optional[str]) -> str:
-        path = weights if weights is not None else self.cfg.MODEL.WEIGHTS
-        if not path:
-            warnings.warn("Predictor: no weights given (weights=None, MODEL.WEIGHTS empty); the model is untrained.", stacklevel=3)
-            return ""
-        from segkit.engine.checkpoint import load_model_weights
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.pipeline.model
 
-        load_model_weights(self.model, path)
-        return path
+    @property
+    def weights(self) -> str:
+        return self.pipeline.weights
+
+    @property
+    def metadata(self) -> PipelineMetadata:
+        return self.pipeline.metadata
 
     @property
     def class_names(self) -> Tuple[str, ...]:
@@ -362,30 +201,23 @@ class Predictor:
 
     # -- pre-processing ---------------------------------------------------- #
     def _prepare(self, image: ImageLike, where: str, fmt: str) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """Validated image in the model's channel order after the test transform, and its original size."""
+        """Validated RGB image after the mapper's test-time preparation, and its original size."""
         arr, forced = check_image(image, where)
         size = (int(arr.shape[0]), int(arr.shape[1]))
-        fmt = forced or fmt
-        if self._transform is not None:  # data transforms run on RGB, like the mapper's
-            rgb = arr[:, :, ::-1] if fmt == "BGR" else arr
-            with self._transform_lock:  # albumentations objects are not documented as re-entrant
-                rgb = self._transform(image=np.ascontiguousarray(rgb))["image"]
-            arr, fmt = rgb, "RGB"
-            if arr.dtype != np.uint8 or arr.ndim != 3:
-                raise ValueError(f"INPUT.TEST_TRANSFORMS turned {where} into {arr.dtype} {arr.shape}; they must keep H x W x 3 uint8.")
-        if fmt != self.input_format:
-            arr = arr[:, :, ::-1]
-        return np.ascontiguousarray(arr), size
+        rgb = as_rgb(arr, forced or fmt)
+        with self._transform_lock:  # albumentations objects are not documented as re-entrant
+            rgb = self.pipeline.mapper.prepare_image(rgb, where)
+        return rgb, size
 
     # -- the device part --------------------------------------------------- #
     @torch.inference_mode()
     def _run(self, arrays: List[np.ndarray], sizes: List[Tuple[int, int]], return_probs: bool) -> List[Prediction]:
         # Contiguous NCHW, like the test loader's batches: a channels-last view would pick
         # other convolution kernels and change the results in the last bits.
-        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().to(self.device)
+        # The model moves the batch to its device.
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         with self._lock:
-            probs = self._inference(batch)
-            probs = self._chain(probs, batch)
+            probs = self.pipeline(batch)
         out = []
         for i, (h, w) in enumerate(sizes):
             p = probs[i : i + 1]
@@ -407,7 +239,8 @@ class Predictor:
         Args:
             images: one ``(H, W, 3)`` uint8 image, or a list/tuple of them (sizes may differ).
             format: channel order of the given arrays, ``"RGB"`` or ``"BGR"``;
-                default ``cfg.INPUT.FORMAT``. PIL images are always RGB.
+                default ``cfg.INPUT.FORMAT``. PIL images are always RGB. Arrays are
+                turned into RGB once here; the model adapts RGB to its weights.
             return_probs: also return the ``(K, H, W)`` probabilities.
 
         Returns:

@@ -138,14 +138,20 @@ def test_missing_pydensecrf_names_the_distribution(monkeypatch):
     DenseCRF(backend="native")  # the native backend needs nothing extra
 
 
-def test_bgr_post_processor_matches_rgb():
+def test_crf_of_a_bgr_config_takes_rgb_images_unflipped():
+    # Images are RGB end to end: INPUT.FORMAT BGR (weights' order) must not change what the CRF sees.
+    from segkit.config import get_cfg
+
     image = _photo("coffee_300x200.png", (60, 40))
     probs, _ = _colour_segmentation(image, 3)
     rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
     p = torch.from_numpy(probs)[None]
-    out_rgb = DenseCRF(input_format="RGB")(p, rgb)
-    out_bgr = DenseCRF(input_format="BGR")(p, rgb.flip(1))
-    torch.testing.assert_close(out_rgb, out_bgr, rtol=0, atol=0)
+    cfg = get_cfg()
+    cfg.INPUT.FORMAT = "BGR"
+    out_cfg = DenseCRF.from_config(cfg)(p, rgb)
+    torch.testing.assert_close(out_cfg, DenseCRF()(p, rgb), rtol=0, atol=0)
+    # ...and the colour channels do matter to the appearance kernel (so the check above can fail).
+    assert not torch.equal(DenseCRF()(p, rgb.flip(1)), out_cfg)
 
 
 # ----------------------------------------------------------------- lattice itself

@@ -1,11 +1,12 @@
-"""Class statistics: counts, the three weightings, the JSON file and the tool."""
+"""Class statistics: counts (segkit.data), the three weightings (segkit.modeling.losses), the JSON file and the tool."""
 
 import numpy as np
 import pytest
 
 from data_fixtures import layouts
 from segkit.data.catalog import register_semseg, DatasetCatalog, MetadataCatalog
-from segkit.data.class_stats import class_weights, compute_class_stats, count_pixels, load_class_stats
+from segkit.data.class_stats import compute_class_stats, count_pixels, load_class_stats, summarize_counts
+from segkit.modeling.losses import class_weights_from_counts, load_class_weights
 from segkit.data.datasets.voc import load_voc_semseg
 
 
@@ -28,7 +29,11 @@ def test_counts_match_numpy_and_exclude_ignore(tiny, workers):
 def test_weights_by_hand():
     # Two images: image 0 has 90 px of class 0 and 10 of class 1; image 1 has 50 px of class 0 and 50 of class 2.
     per_image = np.array([[90, 10, 0, 0], [50, 0, 50, 0]])
-    w = class_weights(per_image, beta=0.9)
+    s = summarize_counts(per_image)
+    assert s["pixel_counts"] == [140, 10, 50, 0] and s["image_counts"] == [2, 1, 1, 0]
+    assert s["pixels_where_present"] == [200, 100, 100, 0]
+    w = {m: class_weights_from_counts(s["pixel_counts"], m, 0.9, s["pixels_where_present"])
+         for m in ("inverse_frequency", "median_frequency", "effective_number")}
     f = np.array([140, 10, 50]) / 200
     inv = 1 / f
     np.testing.assert_allclose(w["inverse_frequency"][:3], inv / inv.mean())
@@ -45,9 +50,15 @@ def test_weights_by_hand():
 def test_stats_file_has_the_contract_keys(tiny, tmp_path):
     records, _ = tiny
     stats = compute_class_stats(records, ["bg", "x", "y"], "tiny", workers=1, progress=False)
-    assert set(stats) >= {"dataset", "classes", "pixel_counts", "frequency", "weights"}
-    assert set(stats["weights"]) == {"inverse_frequency", "median_frequency", "effective_number"}
+    assert set(stats) >= {"dataset", "classes", "pixel_counts", "frequency", "image_counts", "pixels_where_present"}
+    assert "weights" not in stats  # segkit.data counts; the losses turn counts into weights
     assert abs(sum(stats["frequency"]) - 1) < 1e-9 and stats["num_images"] == 3
+    # The losses read the counts file: every method is derivable from it.
+    path = tmp_path / "stats.json"
+    path.write_text(__import__("json").dumps(stats))
+    for method in ("inverse_frequency", "median_frequency", "effective_number"):
+        expected = class_weights_from_counts(stats["pixel_counts"], method, 0.9999, stats["pixels_where_present"])
+        assert load_class_weights(method, 3, str(path)).tolist() == pytest.approx(expected)
 
 
 def test_tool_writes_json(tiny, tmp_path, capsys):

@@ -55,13 +55,30 @@ def test_train_batch_contract(tiny_voc):
     assert set(b) == {"image", "sem_seg", "records"}
 
 
-def test_bgr_format_reverses_channels(tiny_voc):
+def test_images_stay_rgb_whatever_the_weights_format(tiny_voc):
+    # INPUT.FORMAT is the weights' channel order: the segmentor flips on the device, the loader never does.
     cfg = _cfg()
     cfg.INPUT.TRAIN_TRANSFORMS = []
     rgb = _take(build_train_loader(cfg), 1)[0]["image"]
     cfg.INPUT.FORMAT = "BGR"
-    bgr = _take(build_train_loader(cfg), 1)[0]["image"]
-    assert torch.equal(rgb, bgr.flip(1))
+    bgr_cfg = _take(build_train_loader(cfg), 1)[0]["image"]
+    assert torch.equal(rgb, bgr_cfg)
+    assert not torch.equal(rgb, rgb.flip(1))  # the images have colour, so a flip would show
+
+
+def test_padding_is_the_mean_colour_in_rgb_order(tiny_voc):
+    from segkit.data.build import _collate
+
+    cfg = _cfg()
+    cfg.MODEL.PIXEL_MEAN = [10.0, 20.0, 30.0]  # given in the weights' order
+    small = {"image": torch.zeros(3, 2, 2, dtype=torch.uint8), "sem_seg": torch.zeros(2, 2, dtype=torch.uint8),
+             "record": {}}
+    big = {"image": torch.zeros(3, 4, 4, dtype=torch.uint8), "sem_seg": torch.zeros(4, 4, dtype=torch.uint8),
+           "record": {}}
+    for fmt, expected in (("RGB", [10, 20, 30]), ("BGR", [30, 20, 10])):
+        cfg.INPUT.FORMAT = fmt
+        batch = _collate(cfg)([small, big])
+        assert batch["image"][0, :, 3, 3].tolist() == expected
 
 
 def test_resume_from_start_iter_is_exact(tiny_voc):

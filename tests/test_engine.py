@@ -112,6 +112,9 @@ def toy_cfg(out_dir, **solver):
     cfg = get_cfg()
     cfg.OUTPUT_DIR = str(out_dir)
     cfg.MODEL.NUM_CLASSES = K
+    # The toy trainer feeds toy batches: the config names no dataset (whose class list set-up would check).
+    cfg.DATASETS.TRAIN = ()
+    cfg.DATASETS.TEST = ()
     cfg.MODEL.DEVICE = "cpu"
     cfg.SOLVER.MAX_ITER = 12
     cfg.SOLVER.IMS_PER_BATCH = 4

@@ -9,7 +9,7 @@ import torch
 
 import segkit
 from segkit.config import load_config
-from segkit.data import DatasetCatalog, MetadataCatalog
+from segkit.data import DatasetCatalog, MetadataCatalog, setup_datasets
 from segkit.export import ExportedSegmenter, bundle_metadata, check_parity, export
 from segkit.export.exporters import TORCHSCRIPT_METADATA_FILE, build_export_model
 from segkit.modeling import build_model
@@ -29,6 +29,7 @@ def _checkpoint(cfg, path):
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
     cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
+    setup_datasets(cfg)  # as every entry point: the built-in datasets follow this config, not an earlier test's
     weights = _checkpoint(cfg, tmp / "model_final.pth")
     recs = DatasetCatalog.get("fashion_scenes_val")
     val = [read_image(r["file_name"], "RGB") for r in recs[:3]]

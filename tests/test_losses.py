@@ -166,9 +166,10 @@ def test_class_weights_from_counts_formulas():
     inv = class_weights_from_counts(counts, "inverse_frequency")
     raw = [1 / 0.6, 1 / 0.3, 1 / 0.1]
     assert inv == pytest.approx([r / (sum(raw) / 3) for r in raw] + [0.0])
-    med = class_weights_from_counts(counts, "median_frequency")  # median freq 0.3
-    raw = [0.5, 1.0, 3.0]
-    assert med == pytest.approx([r / (sum(raw) / 3) for r in raw] + [0.0])
+    # Without the pixels of the images where each class occurs, median frequency would quietly
+    # equal inverse frequency: a clear error instead.
+    with pytest.raises(ValueError, match="pixels_where_present"):
+        class_weights_from_counts(counts, "median_frequency")
     # Eigen & Fergus: freq(c) over the images where c occurs: 600/1000, 300/400, 100/100 -> median 0.75
     med = class_weights_from_counts(counts, "median_frequency", pixels_where_present=[1000, 400, 100, 0])
     raw = [0.75 / 0.6, 1.0, 0.75]
@@ -188,6 +189,13 @@ def test_class_weights_read_from_stats_file(tmp_path):
     assert eff == pytest.approx([(0.5 / 0.875) / ((0.5 / 0.875 + 1) / 2), 1 / ((0.5 / 0.875 + 1) / 2)])
     with pytest.raises(ValueError, match="MODEL.NUM_CLASSES is 3"):
         load_class_weights("median_frequency", 3, str(path))
+    # A file with pixel counts only (no cached weights, no pixels_where_present) cannot give median frequency.
+    counts_only = tmp_path / "counts_only.json"
+    counts_only.write_text(json.dumps({"classes": ["a", "b"], "pixel_counts": [3, 1]}))
+    with pytest.raises(ValueError, match="counts_only.json.*pixels_where_present"):
+        load_class_weights("median_frequency", 2, str(counts_only))
+    # 1/f = 4/3 and 4, scaled to mean 1
+    assert load_class_weights("inverse_frequency", 2, str(counts_only)).tolist() == pytest.approx([0.5, 1.5])
     with pytest.raises(FileNotFoundError, match="COMPUTE"):
         load_class_weights("median_frequency", 2, str(tmp_path / "missing.json"))
     with pytest.raises(ValueError, match="STATS_FILE"):

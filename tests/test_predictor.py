@@ -24,7 +24,8 @@ NUM_CLASSES = 3
 
 
 class _TinySegmentor(nn.Module):
-    """Contract-conforming meta-arch: uint8 0-255 in, normalise, stride-4 features, logits at input size.
+    """Contract-conforming meta-arch: RGB uint8 0-255 in, flipped to BGR when the weights expect it
+    (``INPUT.FORMAT``), normalise, stride-4 features, logits at input size.
 
     The classifier reads the red, green and blue means so that the tests can
     predict which class wins from the image colour alone.
@@ -36,6 +37,7 @@ class _TinySegmentor(nn.Module):
         super().__init__()
         self.num_classes = cfg.MODEL.NUM_CLASSES
         self.ignore_value = cfg.MODEL.IGNORE_VALUE
+        self.bgr = cfg.INPUT.FORMAT == "BGR"
         self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1), persistent=False)
         self.pool = nn.AvgPool2d(4)
@@ -45,7 +47,8 @@ class _TinySegmentor(nn.Module):
             self.classifier.bias.zero_()
 
     def forward(self, images, targets=None):
-        x = (images.float() - self.pixel_mean) / self.pixel_std
+        images = images.to(self.pixel_mean.device)
+        x = ((images.flip(1) if self.bgr else images).float() - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
         x = F.pad(x, (0, (4 - w % 4) % 4, 0, (4 - h % 4) % 4))
         logits = F.interpolate(self.classifier(self.pool(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -271,11 +274,12 @@ def test_test_transforms_are_applied_and_undone(cfg):
     rgb = rng.integers(0, 256, (37, 29, 3), dtype=np.uint8)
     out = pred(rgb, format="RGB", return_probs=True)
     assert out.labels.shape == (37, 29) and out.probs.shape == (3, 37, 29)
-    # Reference: the data pipeline resizes the RGB image, the model sees BGR, probabilities go back to 37x29.
+    # Reference: the data pipeline resizes the RGB image, the model (which flips it to BGR itself)
+    # sees the RGB result, probabilities go back to 37x29.
     import albumentations as A
     import cv2
 
-    small = A.Resize(16, 24, interpolation=cv2.INTER_LINEAR)(image=rgb)["image"][:, :, ::-1].copy()
+    small = A.Resize(16, 24, interpolation=cv2.INTER_LINEAR)(image=rgb)["image"].copy()
     with torch.no_grad():
         probs = F.softmax(pred.model(torch.from_numpy(small).permute(2, 0, 1)[None]), 1)
     probs = F.interpolate(probs, size=(37, 29), mode="bilinear", align_corners=False)[0].numpy()

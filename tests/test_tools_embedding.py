@@ -11,7 +11,7 @@ import torch
 
 import segkit
 from segkit.config import load_config
-from segkit.data import DatasetCatalog, MetadataCatalog
+from segkit.data import DatasetCatalog, MetadataCatalog, setup_datasets
 from segkit.export.benchmark import BenchmarkResult, _MemoryMeter, benchmark_runner, format_table, percentile
 from segkit.modeling import build_model
 from segkit.predictor import read_image
@@ -35,6 +35,7 @@ def _tool(name):
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tools")
     cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
+    setup_datasets(cfg)  # as every entry point: the built-in datasets follow this config, not an earlier test's
     weights = perturbed_checkpoint(cfg, tmp / "model_final.pth")
     return cfg, weights, tmp
 

@@ -44,20 +44,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def collect(cfg, model, dataset: str, num_images: int):
-    """Run the model once over the first images: lists of images, probs and labels."""
-    from segkit.data import build_test_loader
-    from segkit.postprocess import build_inference
+def collect(cfg, pipeline, dataset: str, num_images: int):
+    """Run the pipeline's inference (no post-processing) once over the first images.
 
-    infer = build_inference(cfg, model)
+    Returns lists of RGB images, probabilities and labels, on the probabilities' device.
+    """
+    from segkit.data import build_test_loader
+
     images, probs, labels = [], [], []
     for batch in build_test_loader(cfg, dataset, batch_size=1):
         for i, record in enumerate(batch["records"]):
             h, w = int(record["height"]), int(record["width"])
             image = batch["image"][i : i + 1, :, :h, :w]
-            prob = infer(image)[0]
-            if cfg.INPUT.FORMAT == "BGR":  # the CRF's appearance kernel takes RGB
-                image = image.flip(1)
+            prob = pipeline.inference(image)[0]
             images.append(image[0].to(prob.device))
             probs.append(prob)
             labels.append(batch["sem_seg"][i, :h, :w].to(prob.device))
@@ -71,19 +70,16 @@ def collect(cfg, model, dataset: str, num_images: int):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from segkit.config import load_config
-    from segkit.engine.checkpoint import load_model_weights
-    from segkit.modeling import build_model
+    from segkit.engine.inference_pipeline import build_inference_pipeline
     from segkit.postprocess.crf_search import crf_config_fragment, crf_grid_search
 
     cfg = load_config(args.config_file, args.opts)
-    model = build_model(cfg)
     weights = args.weights or cfg.MODEL.WEIGHTS
     if not weights:
         raise SystemExit("crf_search: give --weights (or MODEL.WEIGHTS): searching CRF parameters needs a trained model")
-    load_model_weights(model, weights)
-    model.eval()
+    pipeline = build_inference_pipeline(cfg, weights, who="crf_search")  # registers datasets, checks classes
     dataset = args.dataset or cfg.DATASETS.TEST[0]
-    images, probs, labels = collect(cfg, model, dataset, args.num_images)
+    images, probs, labels = collect(cfg, pipeline, dataset, args.num_images)
     grid = {k: v for k, v in (("w1", args.w1), ("theta_alpha", args.theta_alpha), ("theta_beta", args.theta_beta)) if v}
     crf = cfg.POSTPROCESS.CRF
 

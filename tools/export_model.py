@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Export a trained model's whole inference pipeline to TorchScript and/or ONNX.
 
-The file takes a uint8 image batch (``image``: N x H x W x 3 by default, any H and
-W, channel order ``INPUT.FORMAT``) and returns ``labels`` (N x H x W int64), plus
+The file takes a uint8 RGB image batch (``image``: N x H x W x 3 by default, any H
+and W; a model trained on BGR input flips it itself) and returns ``labels`` (N x H x W int64), plus
 ``probs`` with ``--with-probs``. Class names, palette, channel order, layout and
 mean/std travel inside the file. ``--verify`` runs the bundle and PyTorch on
 validation images of several sizes and prints their agreement.
@@ -36,16 +36,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def verification_images(cfg, count: int):
-    """``count`` images of the first test dataset, plus crops and a mosaic for other sizes."""
+    """``count`` RGB images of the first test dataset, plus crops and a mosaic for other sizes.
+
+    The dataset is read as the test loader reads it (``DATASETS.ROOT``, folder datasets).
+    """
     import numpy as np
 
-    from segkit.data import DatasetCatalog
-    from segkit.predictor import read_image
+    from segkit.data import get_dataset_records
+    from segkit.data.io import read_image
 
     if not cfg.DATASETS.TEST:
         raise SystemExit("--verify needs DATASETS.TEST to name a dataset with images.")
-    records = DatasetCatalog.get(cfg.DATASETS.TEST[0])[:count]
-    images = [read_image(r["file_name"], cfg.INPUT.FORMAT) for r in records]
+    records = get_dataset_records(cfg, [cfg.DATASETS.TEST[0]])[:count]
+    images = [read_image(r["file_name"]) for r in records]
     first = images[0]
     h, w = first.shape[:2]
     images.append(np.ascontiguousarray(first[h // 7 : h - h // 5, w // 9 : w - w // 3]))  # odd crop
@@ -56,9 +59,11 @@ def verification_images(cfg, count: int):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from segkit.config import load_config
+    from segkit.data import setup_datasets
     from segkit.export import FORMATS, check_parity, export
 
     cfg = load_config(args.config_file, args.opts)
+    setup_datasets(cfg)
     single_file = len(args.format) == 1 and os.path.splitext(args.output)[1] != ""
     if not single_file:
         os.makedirs(args.output, exist_ok=True)

@@ -67,7 +67,8 @@ def main(argv=None) -> int:
 
     import segkit
     from segkit.config import load_config
-    from segkit.predictor import overlay, read_image, save_label_png
+    from segkit.predictor import read_image
+    from segkit.utils.visualize import overlay, save_label_png
 
     cfg = load_config(args.config_file, args.opts)
     predictor = segkit.Predictor(cfg, weights=args.weights)

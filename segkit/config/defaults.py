@@ -202,6 +202,8 @@ _C.DATASETS.ROOT = ""
 _C.DATASETS.SKIP_BAD_RECORDS = False
 # Folder-dataset description files (YAML/JSON) to register before loading; see docs/data.md.
 _C.DATASETS.FOLDER_DATASETS = []
+# Accept MODEL.NUM_CLASSES differing from a named dataset's class count (otherwise set-up raises, naming both).
+_C.DATASETS.ALLOW_NUM_CLASSES_MISMATCH = False
 # The embedded FashionScenes dataset (generated once into $SEGKIT_CACHE).
 _C.DATASETS.FASHION_SCENES = CN()
 # Number of generated training scenes of the built-in fashion_scenes_train.

@@ -6,6 +6,8 @@ Public API::
     build_train_loader(cfg, start_iter=0)           build_test_loader(cfg, dataset_name, batch_size=1)
     DatasetMapper, build_transforms, DeepLabRandomScaleCrop, RandomScaleCrop, collate_batch, DataError,
     register_folder_dataset, register_semseg; class statistics in segkit.data.class_stats
+    setup_datasets(cfg): what every entry point calls (register the config's datasets, check NUM_CLASSES)
+    dataset_classes(cfg) -> (class names, colours, dataset name)
 """
 from segkit.data.catalog import (
     DataError, DatasetCatalog, Metadata, MetadataCatalog, default_cache_dir, register_semseg, resolve_dataset_root,
@@ -14,6 +16,7 @@ from segkit.data import datasets  # noqa: F401  (registers the built-in datasets
 from segkit.data.transforms import DeepLabRandomScaleCrop, RandomScaleCrop, build_transform, build_transforms
 from segkit.data.datasets.folder import register_folder_dataset
 from segkit.data.mapper import DatasetMapper
+from segkit.data.registration import check_num_classes, dataset_classes, register_datasets, setup_datasets
 from segkit.data.build import (
     BadRecordLog, InferenceSampler, TrainingSampler, build_test_loader, build_train_loader, collate_batch,
     get_dataset_records,
@@ -24,4 +27,5 @@ __all__ = [
     "resolve_dataset_root", "DeepLabRandomScaleCrop", "RandomScaleCrop", "register_folder_dataset",
     "build_transform", "build_transforms", "DatasetMapper", "BadRecordLog", "InferenceSampler",
     "TrainingSampler", "build_test_loader", "build_train_loader", "collate_batch", "get_dataset_records",
+    "check_num_classes", "dataset_classes", "register_datasets", "setup_datasets",
 ]

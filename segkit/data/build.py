@@ -23,7 +23,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from segkit.data.catalog import DataError, DatasetCatalog
-from segkit.data.mapper import DatasetMapper, stream_seed
+from segkit.data.mapper import DatasetMapper, rgb_pixel_mean, stream_seed
+from segkit.data.registration import register_datasets
 
 __all__ = [
     "TrainingSampler", "InferenceSampler", "collate_batch", "get_dataset_records",
@@ -42,13 +43,13 @@ def _dist_info() -> Tuple[int, int]:
 
 
 def get_dataset_records(cfg, names: Sequence[str]) -> List[dict]:
-    """Records of several datasets, each tagged with its ``dataset_name``."""
-    from segkit.data.datasets.fashion_scenes import configure_from_cfg
-    from segkit.data.datasets.folder import register_folder_dataset
+    """Records of several datasets, each tagged with its ``dataset_name``.
 
-    configure_from_cfg(cfg)
-    for description in cfg.DATASETS.FOLDER_DATASETS:
-        register_folder_dataset(description)
+    The config's datasets are registered first (:func:`segkit.data.register_datasets`, a
+    no-op after the entry point's :func:`segkit.data.setup_datasets`), so that a loader
+    built straight from a config works too.
+    """
+    register_datasets(cfg)
     records = []
     for name in names:
         records.extend(dict(r, dataset_name=name) for r in DatasetCatalog.get(name, cfg.DATASETS.ROOT))
@@ -260,7 +261,8 @@ def seed_worker(worker_id: int, seed: int = 0, rank: int = 0) -> None:
 
 
 def _pad_value(cfg) -> List[float]:
-    return list(cfg.MODEL.PIXEL_MEAN)
+    # Images are RGB; padding with the mean colour normalises to ~0 whatever order the weights expect.
+    return rgb_pixel_mean(cfg.MODEL.PIXEL_MEAN, cfg.INPUT.FORMAT)
 
 
 def _collate(cfg):
@@ -270,7 +272,7 @@ def _collate(cfg):
 def build_train_loader(cfg, start_iter: int = 0, mapper: Optional[DatasetMapper] = None) -> _Loader:
     """Infinite loader of training batches from ``cfg.DATASETS.TRAIN``.
 
-    Batches: ``{"image": uint8 (N, 3, H, W) in INPUT.FORMAT order, "sem_seg": int64 (N, H, W)
+    Batches: ``{"image": uint8 (N, 3, H, W) RGB, "sem_seg": int64 (N, H, W)
     padded with MODEL.IGNORE_VALUE, "records": list[dict]}`` with ``N = IMS_PER_BATCH / world``.
     ``start_iter=k`` yields exactly the batches an uninterrupted stream yields from iteration k.
     """

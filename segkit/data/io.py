@@ -50,6 +50,17 @@ def _jpeg_truncated(data: bytes) -> bool:
         return True
 
 
+def as_rgb(image: np.ndarray, fmt: str) -> np.ndarray:
+    """An ``(H, W, 3)`` array given in ``fmt`` (``"RGB"`` or ``"BGR"``) as RGB.
+
+    The one conversion at segkit's input boundary for arrays a caller hands in (e.g.
+    from ``cv2.imread``); from here on images are RGB up to the model.
+    """
+    if fmt not in ("RGB", "BGR"):
+        raise ValueError(f"Unknown image format '{fmt}'; use 'RGB' or 'BGR'.")
+    return image[:, :, ::-1] if fmt == "BGR" else image
+
+
 def read_image(path: str, fmt: str = "RGB") -> np.ndarray:
     """Decode an image file.
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -12,7 +12,16 @@ from segkit.data.catalog import DataError, MetadataCatalog
 from segkit.data.io import apply_label_map, read_image, read_mask, rgb_to_index
 from segkit.data.transforms import apply_transforms, build_transforms
 
-__all__ = ["DatasetMapper", "check_labels", "stream_seed"]
+__all__ = ["DatasetMapper", "check_labels", "stream_seed", "rgb_pixel_mean"]
+
+
+def rgb_pixel_mean(pixel_mean: Sequence[float], weights_format: str = "RGB") -> List[float]:
+    """``MODEL.PIXEL_MEAN`` (given in ``INPUT.FORMAT``, the weights' order) in RGB order.
+
+    Images are RGB from the reader to the model, so padding colours are RGB too.
+    """
+    mean = [float(v) for v in pixel_mean]
+    return mean[::-1] if str(weights_format).upper() == "BGR" else mean
 
 
 def stream_seed(seed: int, position: int) -> int:
@@ -41,12 +50,24 @@ def check_labels(mask: np.ndarray, num_classes: int, ignore_value: int, path: st
         )
 
 
+def _check_uint8(image: np.ndarray, where: str) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3:
+        raise ValueError(
+            f"The input transforms turned {where} into {image.dtype} {image.shape}; they must keep uint8 (H x W x 3). "
+            "Normalisation happens on the device from MODEL.PIXEL_MEAN / MODEL.PIXEL_STD."
+        )
+
+
 class DatasetMapper:
     """Turns a record into ``{"image": uint8 (3, H, W), "sem_seg": (H, W), "record": dict}``.
 
-    The image is in ``image_format`` channel order and *not* normalised (the
-    model normalises on the device). ``sem_seg`` is uint8 when every label fits
-    (4-8x less inter-process traffic) and is widened to int64 by the collate.
+    The image is RGB and *not* normalised: the model normalises on its device and,
+    for weights trained on BGR input (``INPUT.FORMAT: BGR``), flips the channels
+    there. ``sem_seg`` is uint8 when every label fits (4-8x less inter-process
+    traffic) and is widened to int64 by the collate.
+
+    :meth:`prepare_image` is the test-time preparation of a bare image (no mask),
+    what :class:`segkit.Predictor` calls.
     """
 
     def __init__(
@@ -59,12 +80,11 @@ class DatasetMapper:
         classes_per_dataset: Optional[Mapping[str, int]] = None,
         pixel_mean: Optional[Sequence[float]] = None,
     ) -> None:
-        self.image_format = image_format
+        self.image_format = str(image_format).upper()  # the weights' order; images stay RGB here
         self.ignore_value = int(ignore_value)
         self.num_classes = int(num_classes)
         self.classes_per_dataset = dict(classes_per_dataset or {})
-        # Transforms run on RGB images, so the padding mean is given in RGB order.
-        mean_rgb = list(pixel_mean)[::-1] if (pixel_mean is not None and image_format == "BGR") else pixel_mean
+        mean_rgb = rgb_pixel_mean(pixel_mean, self.image_format) if pixel_mean is not None else None
         self.pipeline = build_transforms(list(transforms), self.ignore_value, mean_rgb) if transforms else None
 
     @classmethod
@@ -82,6 +102,21 @@ class DatasetMapper:
             classes_per_dataset=per_dataset,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
         )
+
+    def prepare_image(self, image: np.ndarray, where: str = "image") -> np.ndarray:
+        """Test-time preparation of one RGB image without a mask: the configured transforms.
+
+        Args:
+            image: ``(H, W, 3)`` uint8 RGB.
+            where: how to name the image in errors.
+
+        Returns:
+            ``(H, W, 3)`` uint8 RGB, contiguous (possibly resized by the transforms).
+        """
+        if self.pipeline is not None:
+            image = self.pipeline(image=np.ascontiguousarray(image))["image"]
+            _check_uint8(image, where)
+        return np.ascontiguousarray(image)
 
     def read(self, record: Mapping[str, Any]):
         """Read and validate one record: ((H, W, 3) uint8 RGB image, (H, W) label mask)."""
@@ -113,13 +148,7 @@ class DatasetMapper:
             np.random.seed(seed & 0xFFFFFFFF)
         if self.pipeline is not None:
             image, mask = apply_transforms(self.pipeline, image, mask, seed)
-            if image.dtype != np.uint8:
-                raise ValueError(
-                    f"The input transforms turned the image into {image.dtype}; they must keep uint8. "
-                    "Normalisation happens on the device from MODEL.PIXEL_MEAN / MODEL.PIXEL_STD."
-                )
-        if self.image_format == "BGR":
-            image = image[:, :, ::-1]
+            _check_uint8(image, "the image")
         dtype = np.uint8 if self.ignore_value <= 255 and mask.dtype == np.uint8 else np.int64
         return {
             # A (3, H, W) view of the HWC array: the collate's copy into the batch is the only one.

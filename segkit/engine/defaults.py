@@ -20,12 +20,20 @@ import torch
 from torch import nn
 
 from segkit.config import CfgNode, load_config, save_config
+from segkit.data import build_test_loader, build_train_loader, dataset_classes, setup_datasets
+from segkit.data.class_stats import compute_dataset_class_stats
 from segkit.engine import hooks as hooks_mod
 from segkit.engine.checkpoint import Checkpointer, load_model_weights, restore_rng_state, unwrap_model
-from segkit.engine.comm import get_local_rank, get_rank, get_world_size, is_main_process
+from segkit.engine.comm import all_gather_object, get_local_rank, get_rank, get_world_size, is_main_process, synchronize
 from segkit.engine.events import ConsolePrinter, JSONWriter, TensorboardWriter
+from segkit.engine.inference_pipeline import build_inference_pipeline
+from segkit.engine.visualization import save_evaluation_pictures
 from segkit.engine.train_loop import SimpleTrainer, TrainerBase, resolve_amp_dtype
+from segkit.evaluation import inference_on_dataset, postprocessed_key
+from segkit.modeling import build_model
+from segkit.modeling.losses import class_stats_file
 from segkit.registry import EVALUATOR_REGISTRY, HOOK_REGISTRY
+from segkit.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from segkit.utils.device import resolve_device
 
 __all__ = [
@@ -106,8 +114,6 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> CfgNode:
     cfg.defrost()
     if cfg.SEED < 0:
         # Every process must agree on the drawn seed: derive it once and share it.
-        from segkit.engine.comm import all_gather_object
-
         cfg.SEED = all_gather_object(seed_all(-1))[0]
     if was_frozen:
         cfg.freeze()
@@ -122,8 +128,10 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> CfgNode:
 
 
 def setup(args: argparse.Namespace) -> CfgNode:
-    """``load_config(args.config_file, args.opts)`` (plugins first), ``default_setup``, freeze."""
+    """``load_config(args.config_file, args.opts)`` (plugins first), the config's datasets
+    (registered, class list checked: :func:`segkit.data.setup_datasets`), ``default_setup``, freeze."""
     cfg = load_config(args.config_file or None, args.opts or [])
+    setup_datasets(cfg)
     default_setup(cfg, args)
     cfg.freeze()
     return cfg
@@ -143,7 +151,8 @@ class DefaultTrainer(TrainerBase):
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
-        cfg = prepare_class_weights(cfg)
+        setup_datasets(cfg)  # a no-op after setup(); here for trainers built straight from a config
+        prepare_class_weights(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg)
@@ -175,8 +184,6 @@ class DefaultTrainer(TrainerBase):
     # ------------------------------------------------------------------ builders
     @classmethod
     def build_model(cls, cfg: CfgNode) -> nn.Module:
-        from segkit.modeling import build_model
-
         model = build_model(cfg)
         logger.info("Model: %s with %.2fM parameters", type(model).__name__,
                     sum(p.numel() for p in model.parameters()) / 1e6)
@@ -184,20 +191,14 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def build_optimizer(cls, cfg: CfgNode, model: nn.Module) -> torch.optim.Optimizer:
-        from segkit.solver import build_optimizer
-
         return build_optimizer(cfg, model)
 
     @classmethod
     def build_lr_scheduler(cls, cfg: CfgNode, optimizer: torch.optim.Optimizer):
-        from segkit.solver import build_lr_scheduler
-
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
     def build_grad_clipper(cls, cfg: CfgNode):
-        from segkit.solver import clip_gradients
-
         return lambda params: clip_gradients(cfg, params)
 
     @classmethod
@@ -206,14 +207,10 @@ class DefaultTrainer(TrainerBase):
 
         With ``SOLVER.ACCUM_STEPS = k`` each micro-batch holds ``IMS_PER_BATCH / k`` images.
         """
-        from segkit.data import build_train_loader
-
         return build_train_loader(micro_batch_cfg(cfg), start_iter=start_iter)
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        from segkit.data import build_test_loader
-
         return build_test_loader(cfg, dataset_name, batch_size=cfg.TEST.IMS_PER_BATCH)
 
     @classmethod
@@ -292,23 +289,19 @@ class DefaultTrainer(TrainerBase):
         Returns:
             ``{variant: metrics}`` for a single dataset, else ``{"<dataset>/<variant>": metrics}``.
         """
-        from segkit.evaluation import inference_on_dataset, postprocessed_key
-        from segkit.postprocess import build_inference, build_postprocessor_chain
-
         postprocess = cfg.TEST.EVAL_POSTPROCESS if postprocess is None else postprocess
         inner = unwrap_model(model)
         was_training = inner.training
         inner.eval()
-        inference = build_inference(cfg, inner)
+        pipeline = build_inference_pipeline(cfg, model=inner)
         chain = list(cfg.POSTPROCESS.CHAIN)
-        post = {postprocessed_key(chain): build_postprocessor_chain(cfg)} if (postprocess and chain) else {}
-        device = next(inner.parameters()).device
+        post = {postprocessed_key(chain): pipeline.postprocess} if (postprocess and chain) else {}
         all_results: Dict[str, Dict[str, float]] = {}
         for name in cfg.DATASETS.TEST:
             evaluator = cls.build_evaluator(cfg, name)
             # segkit.data shards the test set across processes; the evaluator sums the matrices.
             loader = cls.build_test_loader(cfg, name)
-            results = inference_on_dataset(loader, evaluator, inference, post, device)
+            results = inference_on_dataset(loader, evaluator, pipeline.inference, post)
             if pictures and is_main_process():
                 cls.save_pictures(cfg, evaluator)
             prefix = "" if len(cfg.DATASETS.TEST) == 1 else f"{name}/"
@@ -318,46 +311,33 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def save_pictures(cls, cfg: CfgNode, evaluator) -> List[str]:
-        from segkit.engine.visualization import save_evaluation_pictures
-
-        palette = None
-        try:
-            from segkit.data import MetadataCatalog
-
-            palette = getattr(MetadataCatalog.get(evaluator.dataset_name), "stuff_colors", None)
-        except (ImportError, KeyError, AttributeError):
-            palette = None
-        paths = save_evaluation_pictures(evaluator, os.path.join(cfg.OUTPUT_DIR, "pictures"), palette,
-                                         cfg.INPUT.FORMAT)
+        _, palette, _ = dataset_classes(cfg, [evaluator.dataset_name])
+        paths = save_evaluation_pictures(evaluator, os.path.join(cfg.OUTPUT_DIR, "pictures"), palette)
         logger.info("Saved %d pictures to %s", len(paths), os.path.join(cfg.OUTPUT_DIR, "pictures"))
         return paths
 
 
-def prepare_class_weights(cfg: CfgNode) -> CfgNode:
-    """Compute the class-statistics file when ``MODEL.LOSS.CLASS_WEIGHT.COMPUTE`` asks for it.
+def prepare_class_weights(cfg: CfgNode) -> str:
+    """Count the training set's class pixels when ``MODEL.LOSS.CLASS_WEIGHT.COMPUTE`` asks for it.
 
-    The main process writes ``OUTPUT_DIR/class_stats.json`` from ``DATASETS.TRAIN`` (kept
-    across resumes), every process waits for it, and the returned copy of ``cfg`` points
-    ``MODEL.LOSS.CLASS_WEIGHT.STATS_FILE`` at it (the saved config is updated too).
+    The losses read ``class_stats_file(cfg)`` (``STATS_FILE``, else
+    ``OUTPUT_DIR/class_stats.json`` with ``COMPUTE``); when that file is missing the main
+    process counts ``DATASETS.TRAIN`` into it (kept across resumes) and every process
+    waits for it. The config is not changed.
+
+    Returns:
+        The statistics file the losses will read ("" when the method needs none).
     """
-    cw = cfg.MODEL.get("LOSS", {}).get("CLASS_WEIGHT") if "LOSS" in cfg.MODEL else None
-    if cw is None or not cw.get("COMPUTE", False) or cw.STATS_FILE or cw.METHOD in ("none", "explicit"):
-        return cfg
-    from segkit.data.class_stats import compute_dataset_class_stats
-    from segkit.engine.comm import synchronize
-
-    path = os.path.join(cfg.OUTPUT_DIR, "class_stats.json")
-    if is_main_process() and not os.path.isfile(path):
-        logger.info("Computing class statistics of %s for %s class weights", list(cfg.DATASETS.TRAIN), cw.METHOD)
-        compute_dataset_class_stats(cfg, output=path, progress=False)
-    synchronize()
-    out = cfg.clone()
-    out.defrost()
-    out.MODEL.LOSS.CLASS_WEIGHT.STATS_FILE = path
-    out.freeze()
-    if is_main_process():
-        save_config(out, out.OUTPUT_DIR)
-    return out
+    cw = cfg.MODEL.LOSS.CLASS_WEIGHT
+    if cw.METHOD in ("none", "explicit"):
+        return ""
+    path = class_stats_file(cfg)
+    if cw.COMPUTE and not cw.STATS_FILE:
+        if is_main_process() and not os.path.isfile(path):
+            logger.info("Counting class pixels of %s for %s class weights", list(cfg.DATASETS.TRAIN), cw.METHOD)
+            compute_dataset_class_stats(cfg, output=path, progress=False)
+        synchronize()
+    return path
 
 
 def micro_batch_cfg(cfg: CfgNode) -> CfgNode:
@@ -381,16 +361,14 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     """Per-process entry point of ``tools/train_net.py``: train (or ``--eval-only``) and return results."""
     cfg = setup(args)
     if args.eval_only:
-        model = DefaultTrainer.build_model(cfg)
-        checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=False)
-        weights = cfg.MODEL.WEIGHTS or checkpointer.get_checkpoint_file()
+        weights = cfg.MODEL.WEIGHTS or Checkpointer(nn.Module(), cfg.OUTPUT_DIR, save_to_disk=False).get_checkpoint_file()
         if not weights:
             raise FileNotFoundError(
                 f"--eval-only needs MODEL.WEIGHTS or a checkpoint in OUTPUT_DIR ({cfg.OUTPUT_DIR}); found neither."
             )
-        load_model_weights(model, weights)
+        pipeline = build_inference_pipeline(cfg, weights, who="--eval-only")
         logger.info("Evaluating %s", weights)
-        return DefaultTrainer.test(cfg, model)
+        return DefaultTrainer.test(cfg, pipeline.model)
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

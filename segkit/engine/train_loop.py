@@ -147,7 +147,8 @@ class SimpleTrainer(TrainerBase):
         amp_dtype: autocast dtype, or None for full precision. float16 also enables a
             ``GradScaler``.
         grad_clipper: called with the model parameters after unscaling, before the step.
-        device: where batches are moved (default: the model's parameters' device).
+        device: the device type autocast and the gradient scaler use (default: the
+            model's parameters' device). Batches are not moved here: the model moves them.
     """
 
     def __init__(
@@ -198,10 +199,9 @@ class SimpleTrainer(TrainerBase):
             start = time.perf_counter()
             batch = self._next_batch()
             data_time += time.perf_counter() - start
-            images = batch["image"].to(self.device, non_blocking=True)
-            targets = batch["sem_seg"].to(self.device, non_blocking=True)
+            # The segmentor moves its inputs to its device (SemanticSegmentor.normalize / compute_losses).
             with self._sync_context(micro), self._autocast():
-                loss_dict = self.model(images, targets)
+                loss_dict = self.model(batch["image"], batch["sem_seg"])
             self._check_finite(loss_dict, micro)
             with self._sync_context(micro):
                 total = sum(loss_dict.values()) / self.accum_steps

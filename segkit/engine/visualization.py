@@ -5,7 +5,8 @@
 * :func:`draw_confusion_matrix`: row-normalised (recall) heat map with counts;
 * :func:`draw_curve`: a line plot with axes, used for the loss and mIoU curves.
 
-Images are ``(H, W, 3)`` uint8 RGB arrays; files are written as PNG.
+Images are ``(H, W, 3)`` uint8 RGB arrays; files are written as PNG. Label maps
+are coloured by :mod:`segkit.utils.visualize` (palette, colorize, overlay).
 """
 from __future__ import annotations
 
@@ -16,50 +17,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from segkit.utils.visualize import default_palette, overlay
+
 __all__ = [
-    "colorize",
-    "overlay",
     "draw_prediction_panel",
     "draw_confusion_matrix",
     "draw_curve",
     "save_png",
     "save_training_curves",
-    "default_palette",
 ]
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-IGNORE_COLOR = (0, 0, 0)
-
-
-def default_palette(num_classes: int) -> List[Tuple[int, int, int]]:
-    """PASCAL VOC's bit-interleaved palette for ``num_classes`` labels (label 0 is black)."""
-    from segkit.data.datasets.voc import voc_palette
-
-    return voc_palette(num_classes)
-
-
-def colorize(labels: np.ndarray, palette: Sequence[Tuple[int, int, int]], ignore_value: int = 255) -> np.ndarray:
-    """``(H, W)`` labels -> ``(H, W, 3)`` uint8 RGB; ignored or out-of-range pixels are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)[:256]
-    labels = np.asarray(labels).astype(np.int64)
-    valid = (labels >= 0) & (labels < len(palette)) & (labels != ignore_value)
-    out = lut[np.where(valid, labels, 0).clip(0, 255)]
-    out[~valid] = IGNORE_COLOR
-    return out
-
-
-def overlay(image: np.ndarray, labels: np.ndarray, palette, ignore_value: int = 255, alpha: float = 0.55) -> np.ndarray:
-    """Blend coloured ``labels`` over ``image`` (both ``(H, W, ...)``).
-
-    Ignored pixels and classes coloured black (VOC-style background) keep the image,
-    so the background is not darkened and objects stand out.
-    """
-    color = colorize(labels, palette, ignore_value)
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * color.astype(np.float32)
-    keep = (np.asarray(labels) == ignore_value) | (color.max(axis=-1) == 0)
-    blended[keep] = image[keep]
-    return blended.round().clip(0, 255).astype(np.uint8)
+# Weight of the label colours in the prediction panels.
+_ALPHA = 0.55
 
 
 def _title(panel: np.ndarray, text: str, height: int = 18) -> np.ndarray:
@@ -99,9 +69,9 @@ def draw_prediction_panel(
     """
     scale = max(1, int(np.ceil(min_side / max(image.shape[0], 1))))
     big = lambda a: np.kron(a, np.ones((scale, scale) + (1,) * (a.ndim - 2), dtype=a.dtype))  # noqa: E731
-    tiles = [_title(big(image), "image"), _title(big(overlay(image, gt, palette, ignore_value)), "ground truth")]
+    tiles = [_title(big(image), "image"), _title(big(overlay(image, gt, palette, _ALPHA, ignore_value)), "ground truth")]
     for name, pred in preds.items():
-        tiles.append(_title(big(overlay(image, pred, palette, ignore_value)), name))
+        tiles.append(_title(big(overlay(image, pred, palette, _ALPHA, ignore_value)), name))
     sep = np.full((tiles[0].shape[0], 4, 3), 255, dtype=np.uint8)
     row = np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=1)
     present = sorted({int(v) for a in [gt, *preds.values()] for v in np.unique(a) if 0 <= v < len(class_names)})
@@ -226,14 +196,14 @@ def save_training_curves(metrics_file: str, out_dir: str, metric_names: Sequence
     return paths
 
 
-def to_rgb(image_chw, input_format: str = "RGB") -> np.ndarray:
-    """``(3, H, W)`` uint8 tensor/array in ``input_format`` -> ``(H, W, 3)`` RGB array."""
+def to_hwc(image_chw) -> np.ndarray:
+    """``(3, H, W)`` uint8 RGB tensor/array -> ``(H, W, 3)`` RGB array (images are RGB end to end)."""
     arr = np.asarray(image_chw.cpu() if hasattr(image_chw, "cpu") else image_chw).transpose(1, 2, 0)
-    return np.ascontiguousarray(arr[..., ::-1] if input_format.upper() == "BGR" else arr).astype(np.uint8)
+    return np.ascontiguousarray(arr).astype(np.uint8)
 
 
 def save_evaluation_pictures(
-    evaluator, out_dir: str, palette: Optional[Sequence[Tuple[int, int, int]]] = None, input_format: str = "RGB"
+    evaluator, out_dir: str, palette: Optional[Sequence[Tuple[int, int, int]]] = None
 ) -> List[str]:
     """Prediction panels of the evaluator's kept samples and one confusion-matrix PNG per variant."""
     names = evaluator.class_names
@@ -241,7 +211,7 @@ def save_evaluation_pictures(
     paths = []
     for n, s in enumerate(evaluator.samples):
         preds = {k: v.numpy() for k, v in s["pred"].items()}
-        panel = draw_prediction_panel(to_rgb(s["image"], input_format), s["sem_seg"].numpy(), preds, palette, names,
+        panel = draw_prediction_panel(to_hwc(s["image"]), s["sem_seg"].numpy(), preds, palette, names,
                                       evaluator.ignore_value)
         paths.append(save_png(os.path.join(out_dir, f"{evaluator.dataset_name}_pred_{n:02d}.png"), panel))
     for key, matrix in getattr(evaluator, "confusion", {}).items():

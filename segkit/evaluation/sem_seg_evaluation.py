@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from segkit.data.registration import dataset_classes
 from segkit.evaluation.metrics import (
     ConfusionMatrix,
     confusion_to_list,
@@ -76,19 +77,13 @@ class SemSegEvaluator:
 
     @classmethod
     def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None, **kwargs: Any) -> "SemSegEvaluator":
-        """Class names from the dataset's metadata when available, else ``"0".."K-1"``."""
-        names = None
-        try:
-            from segkit.data import MetadataCatalog
+        """Class names from the dataset's metadata (:func:`segkit.data.dataset_classes`), else ``"0".."K-1"``.
 
-            names = list(getattr(MetadataCatalog.get(dataset_name), "stuff_classes", None) or []) or None
-        except (ImportError, KeyError, AttributeError):
-            names = None
-        if names is not None and len(names) != cfg.MODEL.NUM_CLASSES:
-            raise ValueError(
-                f"Dataset '{dataset_name}' has {len(names)} classes but MODEL.NUM_CLASSES is "
-                f"{cfg.MODEL.NUM_CLASSES}; set MODEL.NUM_CLASSES {len(names)}."
-            )
+        The class count was checked against ``MODEL.NUM_CLASSES`` once at set-up
+        (:func:`segkit.data.setup_datasets`); under ``DATASETS.ALLOW_NUM_CLASSES_MISMATCH``
+        the names are generic.
+        """
+        names, _, _ = dataset_classes(cfg, [dataset_name])
         kwargs.setdefault("num_samples_kept", cfg.TEST.VIS_NUM_IMAGES)
         return cls(cfg.MODEL.NUM_CLASSES, names, cfg.MODEL.IGNORE_VALUE, output_dir, dataset_name, **kwargs)
 
@@ -180,7 +175,6 @@ def inference_on_dataset(
     evaluator: SemSegEvaluator,
     inference: Callable[[torch.Tensor], torch.Tensor],
     postprocessors: Optional[Mapping[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = None,
-    device: Optional[torch.device] = None,
     log_period: int = 50,
 ) -> Dict[str, Dict[str, float]]:
     """Run ``inference`` over a finite loader and score raw and post-processed outputs.
@@ -190,11 +184,11 @@ def inference_on_dataset(
         evaluator: reset here, then fed every batch.
         inference: ``images (N, 3, H, W) uint8 -> probs (N, K, H, W)`` (e.g.
             ``segkit.postprocess.build_inference(cfg, model)``); the model must
-            already be in eval mode.
+            already be in eval mode. Images are passed as the loader gives them: the
+            model moves them to its device.
         postprocessors: result key -> ``(probs, images) -> probs`` applied to the
             same probabilities (e.g. ``{"sem_seg+DenseCRF": chain}``); the raw
             prediction is always scored under ``"sem_seg"``.
-        device: where images are moved before ``inference`` (default: left as is).
         log_period: log progress every this many batches.
 
     Returns:
@@ -206,12 +200,12 @@ def inference_on_dataset(
     start = time.perf_counter()
     with torch.no_grad():
         for idx, batch in enumerate(data_loader):
-            images = batch["image"].to(device) if device is not None else batch["image"]
+            images = batch["image"]
             probs = inference(images)
             outputs = {RAW_KEY: probs}
             for key, post in postprocessors.items():
                 outputs[key] = post(probs, images)
-            evaluator.process({**batch, "image": batch["image"]}, outputs)
+            evaluator.process(batch, outputs)
             if log_period and (idx + 1) % log_period == 0 and _is_main_process():
                 rate = (idx + 1) / max(time.perf_counter() - start, 1e-9)
                 logger.info("Inference %d/%s batches, %.2f batches/s", idx + 1, total or "?", rate)

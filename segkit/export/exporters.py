@@ -22,6 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from segkit.data.registration import setup_datasets
+from segkit.engine.inference_pipeline import build_inference_pipeline
 from segkit.export.pipeline import SegmentationPipeline, bundle_metadata
 from segkit.utils.device import resolve_device
 
@@ -64,21 +66,16 @@ def _warn_dropped_steps(cfg) -> None:
 
 
 def build_export_model(cfg, weights: Optional[str] = None) -> nn.Module:
-    """The model of ``cfg`` on the CPU in eval mode with ``weights`` (or ``MODEL.WEIGHTS``) loaded."""
-    from segkit.modeling import build_model
+    """The model of ``cfg``'s inference pipeline (:func:`build_inference_pipeline`) on the CPU.
 
+    In eval mode with ``weights`` (or ``MODEL.WEIGHTS``) loaded; a warning says when
+    neither is set (the export is then untrained).
+    """
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
-    model = build_model(cfg)
-    path = weights if weights is not None else cfg.MODEL.WEIGHTS
-    if path:
-        from segkit.engine.checkpoint import load_model_weights
-
-        load_model_weights(model, path)
-    else:
-        warnings.warn("export: no weights given; exporting an untrained model.", stacklevel=2)
-    return model.eval()
+    cfg.freeze()
+    return build_inference_pipeline(cfg, weights, who="export").model
 
 
 def _needs_resize(model: nn.Module) -> bool:
@@ -98,8 +95,8 @@ def export_torchscript(pipeline: SegmentationPipeline, out: str, metadata: Dict[
     """Trace ``pipeline`` on the device of its parameters and save it with ``metadata``. Returns ``out``.
 
     A traced graph keeps the device the model moved its input to (the segmentor's
-    ``images.to(self.device)``), so a TorchScript bundle runs on the device it was
-    traced on; trace on the GPU for GPU deployment.
+    ``images.to(self.device)`` in ``normalize``), so a TorchScript bundle runs on the
+    device it was traced on; trace on the GPU for GPU deployment.
     """
     device = next(pipeline.parameters()).device
     example = _example_input(pipeline.input_layout).to(device)
@@ -181,6 +178,7 @@ def export(
         out = os.path.join(out, "model" + FORMATS[format])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     _warn_dropped_steps(cfg)
+    setup_datasets(cfg)  # class names in the metadata (a no-op when the pipeline builder already did it)
     model = model.eval() if model is not None else build_export_model(cfg, weights)
     pipeline = make_pipeline(model, input_layout, with_probs)
     if format == "torchscript":

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import segkit
-from segkit.predictor import pipeline_metadata
+from segkit.engine.metadata import pipeline_metadata
 
 __all__ = ["SegmentationPipeline", "bundle_metadata", "LAYOUTS", "METADATA_SCHEMA"]
 
@@ -39,7 +39,8 @@ class SegmentationPipeline(nn.Module):
             at the input size.
 
     Forward:
-        image: ``(N, H, W, 3)`` or ``(N, 3, H, W)`` uint8 in the config's ``INPUT.FORMAT``.
+        image: ``(N, H, W, 3)`` or ``(N, 3, H, W)`` uint8 RGB (the model flips it to BGR
+            on its own when its weights were trained on BGR, ``INPUT.FORMAT: BGR``).
 
     Returns:
         labels ``(N, H, W)`` int64, and probs ``(N, K, H, W)`` float32 when ``with_probs``.
@@ -68,8 +69,8 @@ class SegmentationPipeline(nn.Module):
 def bundle_metadata(cfg, input_layout: str, with_probs: bool, device: Optional[str] = None) -> Dict[str, str]:
     """String -> string metadata stored in an exported bundle.
 
-    Values are JSON; keys: ``schema``, ``class_names``, ``palette``, ``input_format``,
-    ``input_layout``, ``pixel_mean``, ``pixel_std``, ``num_classes``, ``ignore_value``,
+    Values are JSON; keys: ``schema``, ``class_names``, ``palette``, ``input_format``
+    (always ``"RGB"``), ``weights_format`` (``INPUT.FORMAT``), ``input_layout``, ``pixel_mean``, ``pixel_std``, ``num_classes``, ``ignore_value``,
     ``inputs``, ``outputs``, ``meta_architecture``, ``segkit_version``, ``config`` (YAML),
     and for TorchScript ``device`` (the device the graph was traced for).
     """

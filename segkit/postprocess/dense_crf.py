@@ -405,8 +405,9 @@ class DenseCRF:
         backend: ``"native"`` or ``"pydensecrf"``.
         num_workers: worker processes for the pydensecrf backend, started at the
             first batch and kept until :meth:`close` (or garbage collection).
-        input_format: channel order of the images it receives ("RGB" or "BGR");
-            the appearance kernel is fed RGB, as in DeepLab.
+
+    Images are RGB (segkit keeps them RGB from the reader to the model), which is
+    what the appearance kernel is fed, as in DeepLab.
     """
 
     def __init__(
@@ -414,30 +415,24 @@ class DenseCRF:
         params: Optional[CRFParams] = None,
         backend: str = "native",
         num_workers: int = 0,
-        input_format: str = "RGB",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"DenseCRF: unknown backend '{backend}'; choose one of {BACKENDS}")
-        if input_format not in ("RGB", "BGR"):
-            raise ValueError(f"DenseCRF: input_format must be 'RGB' or 'BGR', got '{input_format}'")
         if backend == "pydensecrf":
             _import_pydensecrf()  # fail at build time, not at the first image
         self.params = params or CRFParams()
         self.backend = backend
         self.num_workers = num_workers
-        self.input_format = input_format
         self._executor: Optional[ProcessPoolExecutor] = None
 
     @classmethod
     def from_config(cls, cfg) -> "DenseCRF":
         c = cfg.POSTPROCESS.CRF
         params = CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS)
-        return cls(params, c.BACKEND, c.NUM_WORKERS, cfg.INPUT.FORMAT)
+        return cls(params, c.BACKEND, c.NUM_WORKERS)
 
     def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """Refine probs (N, K, H, W) given images (N, 3, H, W) uint8 -> (N, K, H, W)."""
-        if self.input_format == "BGR":
-            images = images.flip(1)
+        """Refine probs (N, K, H, W) given RGB images (N, 3, H, W) uint8 -> (N, K, H, W)."""
         if self.backend == "pydensecrf" and self.num_workers > 1 and self._executor is None:
             self._executor = ProcessPoolExecutor(max_workers=self.num_workers)
         out = dense_crf_batch(images, probs, self.params, self.backend, self.num_workers, self._executor)

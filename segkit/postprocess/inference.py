@@ -40,14 +40,6 @@ def window_starts(size: int, crop: int, stride: int) -> List[int]:
     return sorted({min(i * stride, size - crop) for i in range(count)})
 
 
-def _model_device(model: nn.Module, fallback: torch.device) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return fallback
-
-
 class SegmentationInference:
     """Test-time inference around a segmentation model returning logits at input size.
 
@@ -129,14 +121,14 @@ class SegmentationInference:
         ]
         if len(boxes) == 1:
             return self._whole(images)
-        total = None
-        count = torch.zeros(1, 1, h, w, device=images.device)
+        total = count = None
         for i in range(0, len(boxes), self.window_batch):
             chunk = boxes[i : i + self.window_batch]
             crops = torch.cat([images[:, :, y : y + ch, x : x + cw] for y, x in chunk], dim=0)
             probs = self._whole(crops).reshape(len(chunk), n, -1, ch, cw)
-            if total is None:
-                total = torch.zeros(n, probs.shape[2], h, w, device=images.device)
+            if total is None:  # on the model's device, where its outputs are
+                total = torch.zeros(n, probs.shape[2], h, w, device=probs.device)
+                count = torch.zeros(1, 1, h, w, device=probs.device)
             for (y, x), p in zip(chunk, probs):
                 total[:, :, y : y + ch, x : x + cw] += p
                 count[:, :, y : y + ch, x : x + cw] += 1
@@ -148,10 +140,13 @@ class SegmentationInference:
     # ----------------------------------------------------------------- all views
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Predict probabilities for images (N, 3, H, W) uint8 -> (N, K, H, W) float32."""
+        """Predict probabilities for RGB images (N, 3, H, W) uint8 -> (N, K, H, W) float32.
+
+        The images stay where they are (the model moves them to its device); the
+        probabilities are on the model's device.
+        """
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"inference: images must be (N, 3, H, W); got shape {tuple(images.shape)}")
-        images = images.to(_model_device(self.model, images.device))
         h, w = images.shape[-2:]
         total, views = None, 0
         for scale in self.scales:

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 from PIL import Image
 
 from segkit.data.catalog import DataError, register_semseg
+from segkit.utils.visualize import default_palette
 
 __all__ = ["VOC_CLASSES", "voc_palette", "load_voc_semseg", "load_sbd", "load_voc_train_aug", "read_split_list", "image_size"]
 
@@ -30,18 +31,8 @@ VOC_CLASSES = [
 
 
 def voc_palette(n: int = 256) -> List[tuple]:
-    """The VOC colour map: bits of the class index spread over R, G, B from the high bit down."""
-    colors = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        colors.append((r, g, b))
-    return colors
+    """The VOC colour map (:func:`segkit.utils.visualize.default_palette`)."""
+    return default_palette(n)
 
 
 def read_split_list(path: str) -> List[str]:

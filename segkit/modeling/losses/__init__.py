@@ -6,6 +6,7 @@ weighted ``loss_<term>`` scalars, one per entry of ``MODEL.LOSS.TERMS``.
 from segkit.modeling.losses.build import CombinedLoss, build_loss, build_loss_term
 from segkit.modeling.losses.class_weights import (
     CLASS_WEIGHT_METHODS,
+    class_stats_file,
     class_weights_from_config,
     class_weights_from_counts,
     load_class_weights,
@@ -28,6 +29,7 @@ __all__ = [
     "build_loss",
     "build_loss_term",
     "build_selector",
+    "class_stats_file",
     "class_weights_from_config",
     "class_weights_from_counts",
     "load_class_weights",

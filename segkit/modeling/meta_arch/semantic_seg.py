@@ -34,8 +34,11 @@ class SemanticSegmentor(nn.Module):
 
     ``forward(images, targets=None)``:
 
-    * ``images``: uint8 or float ``(N, 3, H, W)`` on the 0-255 scale, in
-      ``INPUT.FORMAT`` channel order; normalised here on their device.
+    * ``images``: uint8 or float ``(N, 3, H, W)`` on the 0-255 scale, RGB, on any
+      device: :meth:`normalize` moves them to the model's device, flips them to BGR
+      when the weights expect BGR (``input_format``, from ``INPUT.FORMAT``) and
+      normalises them. The segmentor is the only place that moves its inputs or
+      changes their channel order.
     * training mode with ``targets`` (``(N, H, W)`` int64, ignore value allowed):
       returns ``dict[str, Tensor]`` of scalar ``loss_*`` terms;
     * otherwise: logits ``(N, K, H, W)`` (no softmax), export-friendly.
@@ -56,8 +59,13 @@ class SemanticSegmentor(nn.Module):
         pixel_std: Sequence[float],
         num_classes: int,
         ignore_value: int = 255,
+        input_format: str = "RGB",
     ) -> None:
         super().__init__()
+        if str(input_format).upper() not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got '{input_format}'.")
+        # The channel order the weights were trained on; images always arrive RGB.
+        self.input_format = str(input_format).upper()
         self.backbone, self.head, self.loss = backbone, head, loss
         if len(pixel_mean) != len(pixel_std):
             raise ValueError(f"MODEL.PIXEL_MEAN {list(pixel_mean)} and PIXEL_STD {list(pixel_std)} differ in length.")
@@ -77,6 +85,7 @@ class SemanticSegmentor(nn.Module):
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
             "num_classes": cfg.MODEL.NUM_CLASSES,
             "ignore_value": cfg.MODEL.IGNORE_VALUE,
+            "input_format": cfg.INPUT.FORMAT,
         }
 
     @property
@@ -89,9 +98,16 @@ class SemanticSegmentor(nn.Module):
         return self.pixel_mean.device
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8/float ``(N, 3, H, W)`` on 0-255 -> float ``(N, 3, H, W)`` normalised, on the model's device."""
+        """uint8/float RGB ``(N, 3, H, W)`` on 0-255 -> float ``(N, 3, H, W)`` normalised, on the model's device.
+
+        ``pixel_mean``/``pixel_std`` are in the weights' channel order; for BGR-trained
+        weights the channels are flipped first, on the device (as MMSegmentation's data
+        preprocessor's ``bgr_to_rgb``, in the other direction).
+        """
         if images.device != self.device:  # a trace then records no fixed device move
             images = images.to(self.device, non_blocking=True)
+        if self.input_format == "BGR":
+            images = images.flip(1)
         images = images.float()
         return (images - self.pixel_mean) / self.pixel_std
 
