@@ -68,6 +68,22 @@ def test_bgr_trained_weights_give_the_outputs_they_gave_before(tmp_path):
     np.testing.assert_allclose(pred.probs, F.softmax(before, 1)[0].numpy(), atol=1e-5)
 
 
+def test_bgr_model_exports_with_the_flip_inside_and_takes_rgb(tmp_path):
+    from segkit.export import check_parity, export
+
+    cfg = _bgr_cfg()
+    weights = perturbed_checkpoint(cfg, tmp_path / "bgr.pth")
+    path = export(cfg, weights, "onnx", str(tmp_path / "bgr.onnx"), with_probs=True)
+    rgb = read_image(DatasetCatalog.get("fashion_scenes_val")[1]["file_name"], "RGB")
+    report = check_parity(cfg, weights, path, [rgb, np.ascontiguousarray(rgb[:50, :70])])
+    assert report.pixel_agreement > 0.999 and report.max_prob_diff < 1e-4
+    from segkit.export import ExportedSegmenter
+
+    meta = ExportedSegmenter(path).metadata
+    assert meta["input_format"] == "RGB" and meta["weights_format"] == "BGR"
+    assert meta["pixel_mean"] == BGR_MEAN
+
+
 def test_nothing_but_the_segmentor_flips_channels():
     # The mapper keeps RGB whatever the weights' order; the segmentor records the weights' order.
     from segkit.data import DatasetMapper

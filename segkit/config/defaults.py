@@ -73,7 +73,7 @@ _C.MODEL.LOSS.CLASS_WEIGHT.METHOD = "none"
 _C.MODEL.LOSS.CLASS_WEIGHT.STATS_FILE = ""
 # Explicit per-class weights (length NUM_CLASSES) for METHOD "explicit".
 _C.MODEL.LOSS.CLASS_WEIGHT.VALUES = []
-# Let the trainer compute STATS_FILE from DATASETS.TRAIN before building the model when it is empty.
+# With STATS_FILE empty: the trainer counts DATASETS.TRAIN into OUTPUT_DIR/class_stats.json, which the losses read.
 _C.MODEL.LOSS.CLASS_WEIGHT.COMPUTE = False
 # Effective-number beta (Cui et al. 2019), used only when the stats file lacks cached effective_number weights.
 _C.MODEL.LOSS.CLASS_WEIGHT.BETA = 0.9999
@@ -216,7 +216,7 @@ _C.DATASETS.FASHION_SCENES.SIZE = 128
 _C.DATASETS.FASHION_SCENES.SEED = 0
 
 _C.INPUT = CN()
-# Channel order of images handed to the model: "RGB" or "BGR".
+# Channel order the weights were trained on, "RGB" or "BGR"; images stay RGB, the segmentor flips them on the device.
 _C.INPUT.FORMAT = "RGB"
 # Training augmentations, {NAME, ARGS} in TRANSFORM_REGISTRY; [] = FCN whole-image training (DeepLab: crop 321 on VOC).
 _C.INPUT.TRAIN_TRANSFORMS = [

@@ -25,6 +25,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from segkit.export.exporters import make_pipeline
+from segkit.export.runtime import ExportedSegmenter
+
 __all__ = ["BACKENDS", "BenchmarkResult", "benchmark_runner", "percentile", "format_table", "make_runner"]
 
 
@@ -165,8 +168,6 @@ def make_runner(
 
         return run_predictor
     if backend == "pytorch":
-        from segkit.export.exporters import make_pipeline
-
         pipeline = make_pipeline(model.to(device).eval(), "NHWC")
         dtype = _AMP_DTYPES[amp]
 
@@ -176,8 +177,6 @@ def make_runner(
             _sync(device)
 
         return run
-    from segkit.export.runtime import ExportedSegmenter
-
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
     seg = ExportedSegmenter(bundle, providers=providers, device=device, threads=threads)
     if seg.metadata["input_layout"] != "NHWC":

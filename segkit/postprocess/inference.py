@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.postprocess.chain import build_postprocessor_chain
+
 __all__ = ["SegmentationInference", "build_inference", "window_starts"]
 
 
@@ -180,8 +182,6 @@ def build_inference(cfg, model: nn.Module, postprocess: bool = False) -> Segment
     Returns:
         A callable ``images (N, 3, H, W) uint8 -> probs (N, K, H, W)``.
     """
-    from segkit.postprocess.chain import build_postprocessor_chain
-
     model.eval()
     chain = build_postprocessor_chain(cfg) if postprocess else None
     return SegmentationInference.from_config(cfg, model, postprocessor=chain or None)

@@ -9,6 +9,7 @@ from torch import nn
 
 from segkit.modeling.backbone import Backbone, build_backbone
 from segkit.modeling.heads import build_head
+from segkit.modeling.losses import build_loss
 from segkit.registry import META_ARCH_REGISTRY
 
 __all__ = ["SemanticSegmentor", "upsample_logits"]
@@ -19,13 +20,6 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
-
-
-def _build_loss(cfg) -> nn.Module:
-    # Imported here: the loss package is another subsystem and may import modeling.
-    from segkit.modeling.losses import build_loss
-
-    return build_loss(cfg)
 
 
 @META_ARCH_REGISTRY.register()
@@ -80,7 +74,7 @@ class SemanticSegmentor(nn.Module):
         return {
             "backbone": backbone,
             "head": build_head(cfg, backbone.output_shape()),
-            "loss": _build_loss(cfg),
+            "loss": build_loss(cfg),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
             "num_classes": cfg.MODEL.NUM_CLASSES,
