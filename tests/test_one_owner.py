@@ -284,3 +284,22 @@ def test_engine_counts_into_the_stats_file_and_leaves_the_config_alone(tmp_path)
     expected = class_weights_from_counts(stats["pixel_counts"], "median_frequency", 0.9999,
                                          stats["pixels_where_present"])
     assert class_weights_from_config(cfg).tolist() == pytest.approx(expected)
+
+
+# ----------------------------------------------------------------------------- drawing
+def test_one_drawing_module_with_one_overlay_semantics():
+    import segkit.engine.visualization as engine_vis
+    import segkit.predictor as predictor_mod
+    from segkit.utils import visualize
+
+    assert predictor_mod.overlay is visualize.overlay is engine_vis.overlay
+    assert predictor_mod.default_palette is visualize.default_palette is engine_vis.default_palette
+    image = np.full((1, 4, 3), 100, np.uint8)
+    labels = np.array([[0, 1, 255, 7]])  # black background class, a colour, ignore, no colour
+    palette = [(0, 0, 0), (200, 0, 50)]
+    out = visualize.overlay(image, labels, palette, alpha=0.5)
+    # Background, ignore and uncoloured pixels keep the image; class 1 is blended half-half.
+    assert out[0].tolist() == [[100, 100, 100], [150, 50, 75], [100, 100, 100], [100, 100, 100]]
+    assert visualize.colorize(labels, palette)[0].tolist() == [[0, 0, 0], [200, 0, 50], [0, 0, 0], [0, 0, 0]]
+    # A negative label has no colour (it is not clipped onto class 0's colour).
+    assert visualize.colorize(np.array([[-1, 0]]), [(9, 9, 9)])[0].tolist() == [[0, 0, 0], [9, 9, 9]]

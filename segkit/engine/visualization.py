@@ -196,7 +196,7 @@ def save_training_curves(metrics_file: str, out_dir: str, metric_names: Sequence
     return paths
 
 
-def to_hwc(image_chw) -> np.ndarray:
+def to_rgb(image_chw) -> np.ndarray:
     """``(3, H, W)`` uint8 RGB tensor/array -> ``(H, W, 3)`` RGB array (images are RGB end to end)."""
     arr = np.asarray(image_chw.cpu() if hasattr(image_chw, "cpu") else image_chw).transpose(1, 2, 0)
     return np.ascontiguousarray(arr).astype(np.uint8)
@@ -211,7 +211,7 @@ def save_evaluation_pictures(
     paths = []
     for n, s in enumerate(evaluator.samples):
         preds = {k: v.numpy() for k, v in s["pred"].items()}
-        panel = draw_prediction_panel(to_hwc(s["image"]), s["sem_seg"].numpy(), preds, palette, names,
+        panel = draw_prediction_panel(to_rgb(s["image"]), s["sem_seg"].numpy(), preds, palette, names,
                                       evaluator.ignore_value)
         paths.append(save_png(os.path.join(out_dir, f"{evaluator.dataset_name}_pred_{n:02d}.png"), panel))
     for key, matrix in getattr(evaluator, "confusion", {}).items():
