@@ -245,10 +245,6 @@ def load_config(config_file: Optional[str] = None, opts: Iterable[str] = (), loa
 
 def save_config(cfg: CfgNode, output_dir: str, name: str = "config.yaml") -> str:
     """Write the merged config into ``output_dir`` atomically; returns the path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(cfg.dump())
-    os.replace(tmp, path)
-    return path
+    from segkit.utils.fileio import atomic_write
+
+    return atomic_write(os.path.join(output_dir, name), cfg.dump())
