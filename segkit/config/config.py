@@ -326,6 +326,9 @@ def load_config(config_file: Optional[str] = None, opts: Iterable[str] = (), loa
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(opts)
+    from segkit.config.validate import validate_schedule
+
+    validate_schedule(cfg)
     return cfg
 
 

@@ -71,6 +71,14 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Escapes what no encoding can write (file names with undecodable bytes arrive as lone
+    surrogates), so such a line is logged as ``\\udce9`` instead of being dropped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def setup_logger(output_dir: Optional[str] = None, rank: int = 0, name: str = "segkit") -> logging.Logger:
     """Console (main process, INFO) and ``<output_dir>/log.txt`` (``log.txt.rank<N>`` elsewhere)."""
     log = logging.getLogger(name)
@@ -79,7 +87,7 @@ def setup_logger(output_dir: Optional[str] = None, rank: int = 0, name: str = "s
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
-    fmt = logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
+    fmt = _PrintableFormatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
     if rank == 0:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(fmt)
@@ -87,7 +95,7 @@ def setup_logger(output_dir: Optional[str] = None, rank: int = 0, name: str = "s
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         fname = os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")
-        fh = logging.FileHandler(fname)
+        fh = logging.FileHandler(fname, encoding="utf-8", errors="backslashreplace")
         fh.setFormatter(fmt)
         log.addHandler(fh)
     return log
@@ -159,6 +167,7 @@ class DefaultTrainer(TrainerBase):
 
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
+        check_evaluation_setup(cfg)
         cfg = prepare_class_weights(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
@@ -358,6 +367,20 @@ class DefaultTrainer(TrainerBase):
                                          cfg.INPUT.FORMAT)
         logger.info("Saved %d pictures to %s", len(paths), os.path.join(cfg.OUTPUT_DIR, "pictures"))
         return paths
+
+
+def check_evaluation_setup(cfg: CfgNode) -> None:
+    """Build the post-processing chain the evaluations will use once, before training, so
+    that e.g. a CRF backend missing on this Python fails now rather than after the last
+    iteration (the error names the config key)."""
+    if not (cfg.TEST.EVAL_POSTPROCESS and list(cfg.POSTPROCESS.CHAIN)):
+        return
+    from segkit.postprocess import build_postprocessor_chain
+
+    chain = build_postprocessor_chain(cfg)
+    for step in chain.steps:
+        if hasattr(step, "close"):
+            step.close()
 
 
 def _stamp_iteration(evaluator) -> None:
