@@ -1,11 +1,11 @@
 """A toy training run for the kill tests (run as a subprocess, killed with SIGKILL).
 
-Usage: python engine_run_script.py OUT RESUME MAX_ITER PERIOD KEEP EVAL_PERIOD [PAUSE_EVAL_AT]
+Usage: python engine_run_script.py OUT RESUME MAX_ITER PERIOD KEEP EVAL_PERIOD PAUSE_EVAL_AT SLOW
 
 Goes through ``default_setup`` as ``tools/train_net.py`` does. Every finished
 evaluation appends ``<iteration>`` to ``OUT/evaluations.txt``; an evaluation at
 ``PAUSE_EVAL_AT`` first writes ``OUT/eval_started_<it>`` and then sleeps, so the
-test can kill the run inside it. Every step after the checkpoints of iteration 30
+test can kill the run inside it. With SLOW = 1 every step from iteration 30 on
 sleeps a little, so the test can kill a run between checkpoints.
 """
 import argparse
@@ -27,12 +27,13 @@ from segkit.engine.train_loop import HookBase  # noqa: E402
 
 class SlowAfter(HookBase):
     def after_step(self):
-        if self.trainer.iter >= 30:
+        if Trainer.slow and self.trainer.iter >= 30:
             time.sleep(0.02)
 
 
 class Trainer(ToyTrainer):
     pause_eval_at = -1
+    slow = False
 
     def build_hooks(self):
         return super().build_hooks() + [SlowAfter()]
@@ -51,7 +52,7 @@ class Trainer(ToyTrainer):
 
 def main():
     out, resume, max_iter, period, keep, eval_period = sys.argv[1:7]
-    Trainer.pause_eval_at = int(sys.argv[7]) if len(sys.argv) > 7 else -1
+    Trainer.pause_eval_at, Trainer.slow = int(sys.argv[7]), sys.argv[8] == "1"
     cfg = toy_cfg(out, MAX_ITER=int(max_iter), CHECKPOINT_PERIOD=int(period), MAX_TO_KEEP=int(keep))
     cfg.TEST.EVAL_PERIOD = int(eval_period)
     cfg.SEED = 0

@@ -21,9 +21,9 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(TESTS_DIR, "engine_run_script.py")
 
 
-def _start(out, resume, max_iter, period, keep, eval_period, pause_eval_at=-1):
+def _start(out, resume, max_iter, period, keep, eval_period, pause_eval_at=-1, slow=False):
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
-    args = [out, "1" if resume else "0", max_iter, period, keep, eval_period, pause_eval_at]
+    args = [out, "1" if resume else "0", max_iter, period, keep, eval_period, pause_eval_at, int(slow)]
     return subprocess.Popen([sys.executable, SCRIPT] + [str(a) for a in args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, text=True)
 
@@ -54,7 +54,7 @@ def test_new_run_in_used_output_dir_keeps_its_checkpoints_and_resumes(tmp_path):
     out = str(tmp_path / "o")
     _run(out, False, 60, 5, 2, 0)  # the older run: keeps model_0000054 and model_0000049
     assert _periodic(out) == ["model_0000049.pth", "model_0000054.pth"]
-    victim = _start(out, False, 200, 5, 2, 0)  # a new run, same folder, no --resume
+    victim = _start(out, False, 200, 5, 2, 0, slow=True)  # a new run, same folder, no --resume
     _kill_when(victim, os.path.join(out, "model_0000039.pth"))
     # The older run was moved aside (not deleted, not mixed in); the new run kept its newest files.
     moved = os.listdir(os.path.join(out, "previous_runs"))
@@ -63,9 +63,12 @@ def test_new_run_in_used_output_dir_keeps_its_checkpoints_and_resumes(tmp_path):
     kept = _periodic(out)
     # (a kill between a save and its pruning may leave one more, never fewer)
     assert "model_0000039.pth" in kept and len(kept) in (2, 3) and max(kept) <= "model_0000044.pth", kept
-    assert open(os.path.join(out, "last_checkpoint")).read() in kept
+    pointer = open(os.path.join(out, "last_checkpoint")).read()
+    assert pointer in kept and pointer >= "model_0000034.pth"
     log = _run(out, True, 200, 5, 2, 0)
-    assert int(log.split("START ")[1].split()[0]) >= 40, log  # continued, did not restart at 0
+    # continued after the newest checkpoint of the new run (39, or 34 when killed between its
+    # save and last_checkpoint's update), did not restart at 0
+    assert int(log.split("START ")[1].split()[0]) == int(pointer[6:13]) + 1, log
 
 
 def test_prune_never_removes_the_file_just_written(tmp_path):

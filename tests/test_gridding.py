@@ -86,10 +86,7 @@ def test_verdict_and_reasons(rates, grids, reasons):
         assert reason in text
 
 
-def test_check_dilation_rates_warns_raises_or_stays_quiet(monkeypatch):
-    from segkit.modeling import gridding
-
-    monkeypatch.setattr(gridding, "_WARNED", set())  # warnings are once per configuration and process
+def test_check_dilation_rates_warns_raises_or_stays_quiet():
     with pytest.warns(GriddingWarning, match="common factor 2"):
         check_dilation_rates([2, 2, 2], where="res4")
     with pytest.raises(GriddingError, match="res4"):

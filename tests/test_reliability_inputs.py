@@ -205,10 +205,9 @@ def test_bad_schedules_fail_when_the_config_loads(opts, message):
 
 
 # ----------------------------------------------------------------------------- item 19
-def test_gridding_warning_once_per_configuration(monkeypatch):
+def test_gridding_warning_once_per_configuration():
     from segkit.modeling import build_model, gridding
 
-    monkeypatch.setattr(gridding, "_WARNED", set())
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.NAME", "ResNet", "MODEL.RESNETS.DEPTH", "18",
                          "MODEL.RESNETS.WIDTH", "8", "MODEL.RESNETS.OUTPUT_STRIDE", "8", "MODEL.NUM_CLASSES", "3"])
@@ -220,10 +219,9 @@ def test_gridding_warning_once_per_configuration(monkeypatch):
     assert len(grid) == 1, [str(w.message) for w in grid]
 
 
-def test_main_config_is_deliberately_quiet_about_gridding(monkeypatch):
+def test_main_config_is_deliberately_quiet_about_gridding():
     from segkit.modeling import build_model, gridding
 
-    monkeypatch.setattr(gridding, "_WARNED", set())
     cfg = load_config(MAIN, ["MODEL.DEVICE", "cpu"])
     assert cfg.MODEL.HDC.GRIDDING_CHECK == "off"
     with warnings.catch_warnings():
