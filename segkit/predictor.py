@@ -69,6 +69,14 @@ def _as_array(image: ImageLike, where: str) -> Tuple[np.ndarray, Optional[str]]:
     except ImportError:  # pragma: no cover - Pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
+        if image.mode.startswith("I;16"):
+            # 16-bit grey: keep the top 8 bits, as read_image (OpenCV) does for 16-bit files;
+            # PIL's convert("RGB") would clip everything above 255 to white.
+            grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+            return np.repeat(grey[..., None], 3, axis=2), "RGB"
+        if image.mode in ("I", "F"):
+            raise TypeError(f"{where} is a PIL image of mode '{image.mode}' (32-bit); convert it to 8-bit RGB "
+                            "yourself, choosing how to scale its values.")
         return np.asarray(image.convert("RGB")), "RGB"
     raise TypeError(
         f"{where}: expected an H x W x 3 uint8 numpy array (or torch tensor / PIL image), "

@@ -1,4 +1,6 @@
 """DatasetCatalog / MetadataCatalog behaviour and dataset-root resolution."""
+import os
+
 import pytest
 
 from segkit.data import DatasetCatalog, MetadataCatalog, resolve_dataset_root
@@ -51,3 +53,14 @@ def test_dataset_root_order(monkeypatch):
     assert resolve_dataset_root("") == "/env/root"
     monkeypatch.delenv("SEGKIT_DATASETS")
     assert resolve_dataset_root("") == "datasets"
+
+
+def test_the_suite_writes_generated_datasets_into_a_temporary_cache():
+    # conftest points SEGKIT_CACHE at this session's temporary folder (or SEGKIT_TEST_CACHE):
+    # the suite never fills the user's ~/.cache/segkit.
+    import conftest
+    from segkit.data.catalog import default_cache_dir
+
+    assert default_cache_dir() == conftest.SESSION_CACHE
+    assert os.environ.get("SEGKIT_TEST_CACHE") or os.path.basename(default_cache_dir()).startswith("segkit-test-cache-")
+    assert not default_cache_dir().startswith(os.path.expanduser("~/.cache"))

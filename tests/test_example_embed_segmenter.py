@@ -37,7 +37,8 @@ def setup(tmp_path_factory):
     # Two real SGD steps, then a seeded perturbation so that several classes appear
     # (two steps of training still predict background everywhere).
     ckpt = _example("make_demo_checkpoint.py")["make_demo_checkpoint"](
-        str(tmp / "trained.pth"), CONFIG, iters=2, opts=["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2"])
+        str(tmp / "trained.pth"), CONFIG, iters=2, opts=["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2",
+                                             "DATASETS.FASHION_SCENES.NUM_TRAIN", "16"])
     state = torch.load(ckpt, weights_only=True)
     torch.manual_seed(0)
     state["model"] = {k: (_perturb(v, k.startswith("head.")) if v.is_floating_point() and "running" not in k else v)

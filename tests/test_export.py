@@ -182,3 +182,16 @@ def test_foreign_onnx_file_is_refused(tmp_path):
         ExportedSegmenter(path)
     with pytest.raises(FileNotFoundError, match="No exported bundle"):
         ExportedSegmenter(str(tmp_path / "missing.onnx"))
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_bundle_checks_its_input_like_the_predictor(setup, fmt):
+    bundle = ExportedSegmenter(setup[3][fmt])
+    with pytest.raises(ValueError, match=r"The image is empty \(shape \(0, 0, 3\)\)"):
+        bundle(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(ValueError, match="The batch is empty"):
+        bundle.run_batch(np.zeros((1, 0, 5, 3), np.uint8))
+    with pytest.raises(TypeError, match="dtype float32"):
+        bundle(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(TypeError, match="numpy array"):
+        bundle([[0, 0, 0]])

@@ -23,7 +23,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("train_net")
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", CONFIG,
            "OUTPUT_DIR", str(out), "MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2",
-           "DATASETS.TEST", "[]", "SOLVER.LOG_PERIOD", "1"]
+           "DATASETS.TEST", "[]", "SOLVER.LOG_PERIOD", "1", "DATASETS.FASHION_SCENES.NUM_TRAIN", "16"]
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

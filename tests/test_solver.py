@@ -206,8 +206,10 @@ def test_resume_with_another_max_iter_is_refused():
 def test_schedule_errors():
     with pytest.raises(ValueError, match="SOLVER.STEPS"):
         _lrs(_cfg(LR_SCHEDULER_NAME="MultiStepLR", STEPS=[12, 5]), 1)
-    with pytest.raises(ValueError, match="WARMUP_ITERS"):
-        _lrs(_cfg(WARMUP_ITERS=50), 1)
+    # A warm-up longer than the run (a smoke run of a long config) is clamped to it, with a warning.
+    with pytest.warns(UserWarning, match=r"WARMUP_ITERS \(50\) exceeds SOLVER.MAX_ITER \(20\)"):
+        clamped = _lrs(_cfg(WARMUP_ITERS=50), 20)
+    assert clamped == _lrs(_cfg(WARMUP_ITERS=20), 20)
     with pytest.raises(KeyError, match="Did you mean 'PolyLR'"):
         _lrs(_cfg(LR_SCHEDULER_NAME="WarmupPolyLR"), 1)
     assert {"PolyLR", "MultiStepLR", "CosineLR", "ConstantLR"} <= set(LR_SCHEDULER_REGISTRY.keys())

@@ -77,6 +77,31 @@ def test_predict_input_errors(setup, tmp_path):
         find_images([str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.jpg")])
 
 
+def test_predict_never_overwrites_inputs_and_keeps_outputs_distinct(setup, tmp_path):
+    from PIL import Image
+
+    _, weights, _ = setup
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / name)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    mod = runpy.run_path(os.path.join(TOOLS, "predict.py"))
+    assert sorted(stem for _, stem in mod["find_images"]([str(folder)])) == ["a.jpg", "a.png", "b"]
+    main = _tool("predict.py")
+    # --output = --input: b.png's label mask would replace the photo b.png.
+    with pytest.raises(ValueError, match=r"b\.png would overwrite the input image"):
+        main(["--config-file", CONFIG, "--weights", weights, "--input", str(folder), "--output", str(folder),
+              "MODEL.DEVICE", "cpu"])
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written at all
+    out = tmp_path / "out"
+    assert main(["--config-file", CONFIG, "--weights", weights, "--input", str(folder), "--output", str(out),
+                 "--no-overlay", "MODEL.DEVICE", "cpu"]) == 0
+    assert sorted(os.listdir(out)) == ["a.jpg.png", "a.png.png", "b.png"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
 def test_benchmark_tool_json(setup, tmp_path):
     _, weights, _ = setup
     out = tmp_path / "bench.json"

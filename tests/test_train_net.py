@@ -45,6 +45,7 @@ def test_train_net_cli_then_eval_only(tmp_path, cache):
     assert len([r for r in rows if "sem_seg/mIoU" in r]) == 2  # at iteration 2 and at the end
     saved = json.loads((out / "inference" / "sem_seg_evaluation_fashion_scenes_val.json").read_text())
     assert set(saved["results"]) == {"sem_seg", "sem_seg+DenseCRF"}
+    assert saved["iteration"] == 3  # the file says which weights it evaluated
     assert len(saved["confusion_matrix"]["sem_seg"]) == 11
     pics = set(os.listdir(out / "pictures"))
     assert {"fashion_scenes_val_pred_00.png", "fashion_scenes_val_confusion_sem_seg.png",

@@ -4,6 +4,9 @@
 Writes, for every input image, ``<name>.png`` (8-bit palette PNG whose pixel
 values are the class labels) and ``<name>_overlay.jpg`` (the colours blended over
 the photo). Folders are searched recursively and their structure is kept.
+Inputs that share a name up to the extension (``a.jpg``, ``a.png``) keep it
+(``a.jpg.png``, ``a.png.png``), so no output overwrites another, and a run that
+would write over one of its input files is refused before anything is written.
 
 Example::
 
@@ -42,10 +45,29 @@ def find_images(inputs: Sequence[str]) -> List[Tuple[str, str]]:
     if not found:
         raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) found in {list(inputs)}.")
     stems = [stem for _, stem in found]
+    # a.jpg and a.png: keep the extension in both names rather than let one overwrite the other.
+    found = [(path, stem + os.path.splitext(path)[1] if stems.count(stem) > 1 else stem) for path, stem in found]
+    stems = [stem for _, stem in found]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise ValueError(f"Several inputs would write the same output name(s) {dupes}; pass them in separate runs.")
     return found
+
+
+def output_paths(stem: str, output: str, overlay: bool) -> List[str]:
+    """The files written for one input: ``<stem>.png`` and (``overlay``) ``<stem>_overlay.jpg``."""
+    base = os.path.join(output, stem)
+    return [base + ".png"] + ([base + "_overlay.jpg"] if overlay else [])
+
+
+def check_no_input_overwritten(images: Sequence[Tuple[str, str]], output: str, overlay: bool) -> None:
+    """Raise ValueError, naming the file, when an output would replace one of the inputs."""
+    inputs = {os.path.realpath(path) for path, _ in images}
+    for _path, stem in images:
+        for out in output_paths(stem, output, overlay):
+            if os.path.realpath(out) in inputs:
+                raise ValueError(f"Writing {out} would overwrite the input image of that name; choose an --output "
+                                 "folder that holds no inputs. Nothing was written.")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,14 +96,15 @@ def main(argv=None) -> int:
     predictor = segkit.Predictor(cfg, weights=args.weights)
     palette = predictor.metadata.palette
     images = find_images(args.input)
+    check_no_input_overwritten(images, args.output, not args.no_overlay)
     for path, stem in tqdm(images, desc="predict", unit="img"):
         rgb = read_image(path, "RGB")
         labels = predictor(rgb, format="RGB").labels
-        out = os.path.join(args.output, stem)
-        os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        save_label_png(out + ".png", labels, palette)
-        if not args.no_overlay:
-            Image.fromarray(overlay(rgb, labels, palette, args.alpha)).save(out + "_overlay.jpg", quality=92)
+        outputs = output_paths(stem, args.output, not args.no_overlay)
+        os.makedirs(os.path.dirname(outputs[0]) or ".", exist_ok=True)
+        save_label_png(outputs[0], labels, palette)
+        if len(outputs) > 1:
+            Image.fromarray(overlay(rgb, labels, palette, args.alpha)).save(outputs[1], quality=92)
     print(f"Wrote {len(images)} prediction(s) to {args.output}")
     return 0
 

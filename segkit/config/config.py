@@ -164,25 +164,111 @@ def _unknown_key_message(full: str, source: str, root: CfgNode) -> str:
     )
 
 
+# A config expands to a few thousand values; anything past this is an alias bomb ("billion laughs").
+MAX_EXPANDED_NODES = 100_000
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and aliases expanding beyond reason."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: Dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: SafeLoader reports it below
+                continue
+            if first is not None:
+                raise ConfigError(
+                    f"{self.name}, line {key_node.start_mark.line + 1}: duplicate key '{key}' (first defined on "
+                    f"line {first.start_mark.line + 1}); YAML would silently keep only the last one. Merge the two "
+                    "blocks into one."
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_document(self, node):
+        sizes: Dict[int, int] = {}
+
+        def size(n) -> int:
+            if id(n) in sizes:
+                return sizes[id(n)]
+            sizes[id(n)] = 1  # guards against recursive aliases
+            if isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(c) for c in n.value)
+            elif isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in n.value)
+            else:
+                total = 1
+            sizes[id(n)] = total
+            return total
+
+        total = size(node)
+        if total > MAX_EXPANDED_NODES:
+            raise ConfigError(
+                f"{self.name}: YAML anchors/aliases expand to {total:,} values (limit {MAX_EXPANDED_NODES:,}); "
+                "this looks like an alias bomb. Write the values out or use fewer nested aliases."
+            )
+        return super().construct_document(node)
+
+
+def _decode_config(filename: str, raw: bytes) -> str:
+    boms = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+            b"\xfe\xff": "UTF-16"}
+    for bom, name in boms.items():
+        if raw.startswith(bom):
+            raise ConfigError(f"Config file {filename} is {name}-encoded; save it as UTF-8.")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"Config file {filename} is not valid UTF-8: byte {raw[exc.start:exc.start + 1]!r} at line {line} "
+            f"(offset {exc.start}). Save it as UTF-8."
+        ) from exc
+
+
+def read_yaml_file(filename: str) -> Any:
+    """Read one YAML file safely: UTF-8 only, no duplicate keys, no alias bombs.
+
+    Raises:
+        ConfigError: naming the file (and line) and the problem.
+    """
+    with open(filename, "rb") as f:
+        text = _decode_config(filename, f.read())
+    loader = _ConfigLoader(text)
+    loader.name = filename
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {filename} is not valid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+
+
 def load_yaml_with_base(filename: str, _seen: Optional[List[str]] = None) -> Dict[str, Any]:
-    """Read ``filename`` with ``yaml.safe_load`` and resolve ``_BASE_`` (relative to the file)."""
+    """Read ``filename`` with :func:`read_yaml_file` and resolve ``_BASE_`` (relative to the file)."""
     filename = os.path.abspath(os.path.expanduser(str(filename)))
     seen = list(_seen or [])
     if filename in seen:
         raise ConfigError(f"Circular _BASE_ chain: {' -> '.join(seen + [filename])}")
     if not os.path.isfile(filename):
         raise ConfigError(f"Config file not found: {filename}")
-    try:
-        with open(filename, "r", encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Config file {filename} is not valid YAML: {exc}") from exc
+    loaded = read_yaml_file(filename) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"Config file {filename} must hold a mapping at top level, got {_type_name(loaded)}.")
     base = loaded.pop(BASE_KEY, None)
     if base is None:
         return loaded
-    bases = [base] if isinstance(base, str) else list(base)
+    bases = [base] if isinstance(base, str) else base
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b for b in bases):
+        raise ConfigError(
+            f"Config file {filename}: {BASE_KEY} must be a file path or a list of file paths, got "
+            f"{_type_name(base)} ({base!r})."
+        )
     merged: Dict[str, Any] = {}
     for b in bases:
         path = b if os.path.isabs(os.path.expanduser(b)) else os.path.join(os.path.dirname(filename), b)
@@ -240,15 +326,14 @@ def load_config(config_file: Optional[str] = None, opts: Iterable[str] = (), loa
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(opts)
+    from segkit.config.validate import validate_schedule
+
+    validate_schedule(cfg)
     return cfg
 
 
 def save_config(cfg: CfgNode, output_dir: str, name: str = "config.yaml") -> str:
     """Write the merged config into ``output_dir`` atomically; returns the path."""
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(cfg.dump())
-    os.replace(tmp, path)
-    return path
+    from segkit.utils.fileio import atomic_write
+
+    return atomic_write(os.path.join(output_dir, name), cfg.dump())

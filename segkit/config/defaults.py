@@ -310,7 +310,7 @@ _C.POSTPROCESS = CN()
 _C.POSTPROCESS.CHAIN = []
 # Dense CRF (post-processor "DenseCRF"); defaults are DeepLab v2's PASCAL VOC values.
 _C.POSTPROCESS.CRF = CN()
-# Implementation: "native" (PyTorch permutohedral lattice, CPU/GPU) or "pydensecrf" (pip install pydensecrf2).
+# Implementation: "native" (PyTorch permutohedral lattice, CPU/GPU), "pydensecrf" (pip install pydensecrf2) or "auto" (pydensecrf if installed, else native).
 _C.POSTPROCESS.CRF.BACKEND = "native"
 # Weight w1 of the bilateral (appearance) kernel.
 _C.POSTPROCESS.CRF.W1 = 4.0

@@ -89,12 +89,9 @@ def compute_class_stats(records: Sequence[dict], classes: Sequence[str], dataset
 
 def save_class_stats(stats: dict, path: str) -> str:
     """Write ``stats`` as JSON atomically; returns ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(stats, f, indent=1)
-    os.replace(tmp, path)
-    return path
+    from segkit.utils.fileio import atomic_write
+
+    return atomic_write(path, json.dumps(stats, indent=1))
 
 
 def load_class_stats(path: str, expected_classes: Optional[int] = None) -> dict:

@@ -59,6 +59,67 @@ def as_rgb(image: np.ndarray, fmt: str) -> np.ndarray:
     if fmt not in ("RGB", "BGR"):
         raise ValueError(f"Unknown image format '{fmt}'; use 'RGB' or 'BGR'.")
     return image[:, :, ::-1] if fmt == "BGR" else image
+# Markers that start a segment with a length field (SOFn, DHT, DAC, DQT, DNL, DRI, DHP, EXP, APPn, JPGn, COM).
+_JPEG_SEGMENTS = frozenset([*range(0xC0, 0xD0), *range(0xDB, 0xE0), *range(0xE0, 0xF0), *range(0xF0, 0xFF)])
+
+
+def _jpeg_corruption(data: bytes) -> Optional[str]:
+    """Why a JPEG stream is corrupt (a stray marker inside the compressed data, restart
+    markers out of order, a segment running past the end), or None.
+
+    libjpeg only *warns* about these ("Corrupt JPEG data", on stderr, without the file
+    name) and returns an image with a wrong tail, so the structure is checked here.
+    """
+    i, n = 2, len(data)
+    restart_interval = 0
+    while i < n:
+        if data[i] != 0xFF:
+            return f"expected a JPEG marker at byte {i}, found 0x{data[i]:02X}"
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        if i >= n:
+            break
+        marker, i = data[i], i + 1
+        if marker == 0xD9:  # end of image
+            return None
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers
+            continue
+        if marker not in _JPEG_SEGMENTS and marker != 0xDA:
+            return f"invalid JPEG marker 0xFF{marker:02X} at byte {i - 2}"
+        length = data[i] << 8 | data[i + 1] if i + 2 <= n else 0
+        if length < 2 or i + length > n:
+            return f"JPEG segment 0xFF{marker:02X} at byte {i - 2} runs past the end of the file"
+        if marker == 0xDD and length >= 4:  # DRI: restart markers expected every N blocks
+            restart_interval = data[i + 2] << 8 | data[i + 3]
+        i += length
+        if marker == 0xDA:
+            i, problem = _check_scan(data, i, restart_interval)
+            if problem:
+                return problem
+    return None
+
+
+def _check_scan(data: bytes, i: int, restart_interval: int):
+    """Walk entropy-coded data from ``i`` to the next real marker: ``(its offset, problem or None)``."""
+    n, restart = len(data), 0
+    while True:
+        k = data.find(b"\xff", i)
+        if k < 0 or k + 1 >= n:
+            return n, None  # no end marker: the truncation check reports it
+        j = k + 1
+        while j < n and data[j] == 0xFF:  # fill bytes may only precede a marker
+            j += 1
+        nxt = data[j] if j < n else 0xD9
+        if nxt == 0x00:
+            if j != k + 1:
+                return n, f"stray byte 0xFF at byte {k} inside the compressed data"
+            i = j + 1  # stuffed 0xFF data byte
+        elif 0xD0 <= nxt <= 0xD7:
+            if not restart_interval or nxt - 0xD0 != restart % 8:
+                return n, f"unexpected restart marker 0xFF{nxt:02X} at byte {k} inside the compressed data"
+            restart, i = restart + 1, j + 1
+        else:
+            return k, None
 
 
 def read_image(path: str, fmt: str = "RGB") -> np.ndarray:
@@ -72,11 +133,15 @@ def read_image(path: str, fmt: str = "RGB") -> np.ndarray:
         (H, W, 3) uint8 array.
 
     Raises:
-        DataError: missing, empty, truncated or undecodable file.
+        DataError: missing, empty, truncated, corrupt (see :func:`_jpeg_corruption`) or
+            undecodable file.
     """
     data = _read_bytes(path, "image")
     if _jpeg_truncated(data):
         raise DataError(f"{path}: image is truncated (JPEG stream ends before its end-of-image marker).")
+    problem = _jpeg_corruption(data) if data[:2] == b"\xff\xd8" else None
+    if problem:
+        raise DataError(f"{path}: image is corrupt ({problem}); it would decode with wrong pixels.")
     if fmt not in ("RGB", "BGR"):
         raise ValueError(f"Unknown image format '{fmt}'; use 'RGB' or 'BGR'.")
     # Decoding straight to RGB saves a full-image channel swap (OpenCV >= 4.10).

@@ -13,7 +13,7 @@ from segkit.engine.hooks import (
     TrainingCurves,
 )
 from segkit.engine.launch import launch
-from segkit.engine.train_loop import HookBase, NonFiniteLossError, SimpleTrainer, TrainerBase
+from segkit.engine.train_loop import HookBase, NonFiniteLossError, NonFiniteWeightsError, SimpleTrainer, TrainerBase
 
 __all__ = [
     "BestCheckpointer",
@@ -26,6 +26,7 @@ __all__ = [
     "IterationTimer",
     "LRScheduler",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
     "PeriodicCheckpointer",
     "PeriodicWriter",
     "SimpleTrainer",

@@ -23,7 +23,15 @@ from segkit.config import CfgNode, load_config, save_config
 from segkit.data import build_test_loader, build_train_loader, dataset_classes, setup_datasets
 from segkit.data.class_stats import compute_dataset_class_stats
 from segkit.engine import hooks as hooks_mod
-from segkit.engine.checkpoint import Checkpointer, load_model_weights, restore_rng_state, unwrap_model
+from segkit.engine.checkpoint import (
+    LAST_CHECKPOINT_FILE,
+    CheckpointError,
+    Checkpointer,
+    load_model_weights,
+    read_resume_state,
+    restore_rng_state,
+    unwrap_model,
+)
 from segkit.engine.comm import all_gather_object, get_local_rank, get_rank, get_world_size, is_main_process, synchronize
 from segkit.engine.events import ConsolePrinter, JSONWriter, TensorboardWriter
 from segkit.engine.inference_pipeline import build_inference_pipeline
@@ -42,6 +50,8 @@ __all__ = [
     "setup_logger",
     "seed_all",
     "DefaultTrainer",
+    "previous_run_files",
+    "move_previous_run_aside",
 ]
 
 logger = logging.getLogger("segkit")
@@ -69,6 +79,14 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Escapes what no encoding can write (file names with undecodable bytes arrive as lone
+    surrogates), so such a line is logged as ``\\udce9`` instead of being dropped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def setup_logger(output_dir: Optional[str] = None, rank: int = 0, name: str = "segkit") -> logging.Logger:
     """Console (main process, INFO) and ``<output_dir>/log.txt`` (``log.txt.rank<N>`` elsewhere)."""
     log = logging.getLogger(name)
@@ -77,7 +95,7 @@ def setup_logger(output_dir: Optional[str] = None, rank: int = 0, name: str = "s
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
-    fmt = logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
+    fmt = _PrintableFormatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
     if rank == 0:
         console = logging.StreamHandler(sys.stdout)
         console.setFormatter(fmt)
@@ -85,7 +103,7 @@ def setup_logger(output_dir: Optional[str] = None, rank: int = 0, name: str = "s
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         fname = os.path.join(output_dir, "log.txt" if rank == 0 else f"log.txt.rank{rank}")
-        fh = logging.FileHandler(fname)
+        fh = logging.FileHandler(fname, encoding="utf-8", errors="backslashreplace")
         fh.setFormatter(fmt)
         log.addHandler(fh)
     return log
@@ -110,6 +128,12 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> CfgNode:
     rank = get_rank()
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     setup_logger(cfg.OUTPUT_DIR, rank)
+    if not getattr(args, "resume", False) and not getattr(args, "eval_only", False):
+        if is_main_process():
+            move_previous_run_aside(cfg.OUTPUT_DIR)
+        from segkit.engine.comm import synchronize
+
+        synchronize()
     was_frozen = cfg.is_frozen()
     cfg.defrost()
     if cfg.SEED < 0:
@@ -152,6 +176,7 @@ class DefaultTrainer(TrainerBase):
     def __init__(self, cfg: CfgNode) -> None:
         super().__init__()
         setup_datasets(cfg)  # a no-op after setup(); here for trainers built straight from a config
+        check_evaluation_setup(cfg)
         prepare_class_weights(cfg)
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
@@ -234,25 +259,35 @@ class DefaultTrainer(TrainerBase):
     # ------------------------------------------------------------------ resume / train
     def resume_or_load(self, resume: bool = True) -> "DefaultTrainer":
         """With ``resume`` and a checkpoint in OUTPUT_DIR: restore everything and continue
-        after its iteration. Otherwise load ``MODEL.WEIGHTS`` (model only) when set."""
+        after its iteration. Otherwise load ``MODEL.WEIGHTS`` (model only) when set.
+
+        Raises:
+            CheckpointError: ``last_checkpoint`` names a missing, unreadable or corrupt
+                file (never a silent restart from iteration 0).
+        """
+        self._resume_requested = bool(resume)
         path = self.checkpointer.get_checkpoint_file() if resume else None
         if path is not None:
             extra = self.checkpointer.load(path)
-            self.start_iter = int(extra["iteration"]) + 1
-            rng = extra.get("rng") or []
-            if rng:
-                self._rng_to_restore = rng[get_rank()] if len(rng) == get_world_size() else rng[0]
-                if len(rng) != get_world_size():
-                    logger.warning("Checkpoint has RNG states of %d processes, running %d: using rank 0's.",
-                                   len(rng), get_world_size())
+            self.start_iter, self._rng_to_restore = read_resume_state(extra, path, get_rank(), get_world_size())
             logger.info("Resuming from %s at iteration %d", path, self.start_iter)
-        elif self.cfg.MODEL.WEIGHTS:
-            load_model_weights(self.model, self.cfg.MODEL.WEIGHTS, strict=self.cfg.MODEL.WEIGHTS_STRICT)
-            logger.info("Loaded weights from %s", self.cfg.MODEL.WEIGHTS)
+        else:
+            if resume:
+                logger.info("--resume: no checkpoint in %s, starting a new run.", self.cfg.OUTPUT_DIR)
+            if self.cfg.MODEL.WEIGHTS:
+                load_model_weights(self.model, self.cfg.MODEL.WEIGHTS, strict=self.cfg.MODEL.WEIGHTS_STRICT)
+                logger.info("Loaded weights from %s", self.cfg.MODEL.WEIGHTS)
         return self
 
     def train(self) -> Dict[str, Dict[str, float]]:
-        """Train ``[start_iter, MAX_ITER)``; returns the last evaluation's results."""
+        """Train ``[start_iter, MAX_ITER)``; returns the last evaluation's results.
+
+        Raises:
+            CheckpointError: a new run (not resumed) would write into an OUTPUT_DIR that
+                holds another run's checkpoints.
+        """
+        if self.start_iter == 0 and not getattr(self, "_resume_requested", False):
+            _refuse_used_output_dir(self.cfg.OUTPUT_DIR)
         if self.start_iter >= self.max_iter:
             logger.info("Nothing to train: checkpoint is at iteration %d >= MAX_ITER %d.", self.start_iter,
                         self.max_iter)
@@ -299,6 +334,7 @@ class DefaultTrainer(TrainerBase):
         all_results: Dict[str, Dict[str, float]] = {}
         for name in cfg.DATASETS.TEST:
             evaluator = cls.build_evaluator(cfg, name)
+            _stamp_iteration(evaluator)
             # segkit.data shards the test set across processes; the evaluator sums the matrices.
             loader = cls.build_test_loader(cfg, name)
             results = inference_on_dataset(loader, evaluator, pipeline.inference, post)
@@ -315,6 +351,81 @@ class DefaultTrainer(TrainerBase):
         paths = save_evaluation_pictures(evaluator, os.path.join(cfg.OUTPUT_DIR, "pictures"), palette)
         logger.info("Saved %d pictures to %s", len(paths), os.path.join(cfg.OUTPUT_DIR, "pictures"))
         return paths
+
+
+def check_evaluation_setup(cfg: CfgNode) -> None:
+    """Build the post-processing chain the evaluations will use once, before training, so
+    that e.g. a CRF backend missing on this Python fails now rather than after the last
+    iteration (the error names the config key)."""
+    if not (cfg.TEST.EVAL_POSTPROCESS and list(cfg.POSTPROCESS.CHAIN)):
+        return
+    from segkit.postprocess import build_postprocessor_chain
+
+    chain = build_postprocessor_chain(cfg)
+    for step in chain.steps:
+        if hasattr(step, "close"):
+            step.close()
+
+
+def _stamp_iteration(evaluator) -> None:
+    """Tell the evaluator which training iteration it evaluates (written into its JSON)."""
+    from segkit.engine.events import get_event_storage
+
+    try:
+        evaluator.iteration = int(get_event_storage().iter)
+    except RuntimeError:  # not inside a training loop (eval-only)
+        pass
+
+
+# What a training run writes into OUTPUT_DIR besides logs and config.yaml.
+_RUN_FILE_PATTERNS = ("model_*.pth", LAST_CHECKPOINT_FILE, "best_metric.json", "metrics.jsonl")
+_RUN_FOLDERS = ("inference", "tensorboard", "pictures")
+
+
+def previous_run_files(output_dir: str) -> List[str]:
+    """Checkpoints, metrics and evaluation outputs of a run in ``output_dir`` (empty when none).
+
+    Only a folder holding a checkpoint (or ``last_checkpoint``) counts as holding a run.
+    """
+    import glob
+
+    pattern = lambda p: glob.glob(os.path.join(glob.escape(output_dir), p))  # noqa: E731
+    if not (pattern("model_*.pth") or os.path.isfile(os.path.join(output_dir, LAST_CHECKPOINT_FILE))):
+        return []
+    found = [f for p in _RUN_FILE_PATTERNS for f in pattern(p)]
+    return sorted(set(found + [d for d in pattern("*") if os.path.basename(d) in _RUN_FOLDERS]))
+
+
+def move_previous_run_aside(output_dir: str) -> Optional[str]:
+    """Move an earlier run's files (see :func:`previous_run_files`) into
+    ``<output_dir>/previous_runs/<UTC time>/``, so a new run neither mixes with nor
+    deletes them. Returns that folder, or None when there was nothing to move."""
+    import datetime
+
+    files = previous_run_files(output_dir)
+    if not files:
+        return None
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    dest = os.path.join(output_dir, "previous_runs", stamp)
+    os.makedirs(dest)
+    for f in files:
+        os.replace(f, os.path.join(dest, os.path.basename(f)))
+    logger.warning(
+        "OUTPUT_DIR %s already held a run; it was moved to %s and a new run starts. To continue that run "
+        "instead, move its files back and pass --resume (as in detectron2).", output_dir, dest,
+    )
+    return dest
+
+
+def _refuse_used_output_dir(output_dir: str) -> None:
+    # Every process checks (the folder is shared on one machine), so none is left waiting for the others.
+    if previous_run_files(output_dir):
+        raise CheckpointError(
+            f"OUTPUT_DIR {output_dir} already holds a run's checkpoints; a new run there would mix with them. "
+            "Continue it with resume_or_load(resume=True) (--resume in tools/train_net.py), choose another "
+            "OUTPUT_DIR, or call segkit.engine.defaults.move_previous_run_aside(OUTPUT_DIR) before building "
+            "the trainer (tools/train_net.py does this for runs without --resume)."
+        )
 
 
 def prepare_class_weights(cfg: CfgNode) -> str:

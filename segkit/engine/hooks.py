@@ -15,10 +15,11 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from segkit.engine.checkpoint import Checkpointer, capture_rng_state
-from segkit.engine.comm import all_gather_object, is_main_process
+from segkit.engine.checkpoint import Checkpointer, resume_state
+from segkit.engine.comm import is_main_process
 from segkit.engine.train_loop import HookBase
 from segkit.registry import HOOK_REGISTRY
+from segkit.utils.fileio import atomic_write
 
 __all__ = [
     "IterationTimer",
@@ -71,17 +72,15 @@ class LRScheduler(HookBase):
 
 
 def _resume_state(trainer) -> Dict[str, Any]:
-    """What a checkpoint needs beyond model/optimizer/scheduler for an exact resume."""
-    return {
-        "iteration": int(trainer.iter),
-        # Each process' RNG (dropout, random augmentation in the main process, ...).
-        "rng": all_gather_object(capture_rng_state()),
-        "data": {"batches_consumed": (int(trainer.iter) + 1) * getattr(trainer, "accum_steps", 1)},
-    }
+    return resume_state(trainer.iter, getattr(trainer, "accum_steps", 1))
 
 
 class PeriodicCheckpointer(HookBase):
     """Save ``model_<iter>.pth`` every ``period`` iterations and ``model_final.pth`` at the end.
+
+    Registered after :class:`EvalHook` and :class:`BestCheckpointer`, so a checkpoint for
+    iteration k exists only once k's evaluation finished: a run killed during an
+    evaluation resumes from an earlier checkpoint and evaluates again.
 
     Args:
         checkpointer: the :class:`Checkpointer` that writes (atomically).
@@ -100,9 +99,8 @@ class PeriodicCheckpointer(HookBase):
         it = self.trainer.iter
         last = it + 1 >= self.max_iter
         if self.period > 0 and (it + 1) % self.period == 0 and not last:
-            extra = _resume_state(self.trainer)
-            self.checkpointer.save(f"model_{it:07d}", **extra)
-            self.checkpointer.prune(self.max_to_keep)
+            path = self.checkpointer.save(f"model_{it:07d}", **_resume_state(self.trainer))
+            self.checkpointer.prune(self.max_to_keep, newest=path)
         elif last:
             self.checkpointer.save("model_final", **_resume_state(self.trainer))
 
@@ -177,9 +175,7 @@ class BestCheckpointer(HookBase):
         self.checkpointer.save("model_best", tag_last=False, **_resume_state(self.trainer),
                                best_metric={self.metric: value})
         if is_main_process():
-            with open(self._path + ".tmp", "w", encoding="utf-8") as f:
-                json.dump({"metric": self.metric, "value": value, "iteration": it}, f)
-            os.replace(self._path + ".tmp", self._path)
+            atomic_write(self._path, json.dumps({"metric": self.metric, "value": value, "iteration": it}))
         logger.info("New best %s = %.4f at iteration %d (saved model_best.pth)", self.metric, value, it + 1)
 
 
@@ -264,12 +260,14 @@ def _build_training_curves(cfg, trainer) -> TrainingCurves:
                           metrics)
 
 
+# EvalHook and BestCheckpointer run before PeriodicCheckpointer: a checkpoint is written only
+# after the evaluations its iteration owes, so a resumed run never skips one.
 DEFAULT_HOOKS: List[str] = [
     "IterationTimer",
     "LRScheduler",
-    "PeriodicCheckpointer",
     "EvalHook",
     "BestCheckpointer",
+    "PeriodicCheckpointer",
     "PeriodicWriter",
     "TrainingCurves",
 ]

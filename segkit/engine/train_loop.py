@@ -19,9 +19,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from segkit.engine.checkpoint import NonFiniteWeightsError
 from segkit.engine.events import EventStorage
 
-__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "resolve_amp_dtype", "NonFiniteLossError"]
+__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "resolve_amp_dtype", "NonFiniteLossError",
+           "NonFiniteWeightsError"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +231,20 @@ class SimpleTrainer(TrainerBase):
             self.scaler.update()
         else:
             self.optimizer.step()
+        self._check_finite_weights()
+
+    def _check_finite_weights(self) -> None:
+        # A finite loss can still take a step to NaN/inf weights (e.g. a huge learning rate);
+        # stop here so that no hook evaluates or checkpoints them.
+        params = [p for p in self.model.parameters() if p.is_floating_point()]
+        if not params or bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            return
+        bad = [n for n, p in self.model.named_parameters() if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+        raise NonFiniteWeightsError(
+            f"Weights became NaN or infinite in the optimizer step of iteration {self.iter} ({len(bad)} tensors, "
+            f"e.g. {', '.join(bad[:3])}); nothing of this step was saved. Resume from the last checkpoint with a "
+            "lower SOLVER.BASE_LR, a longer SOLVER.WARMUP_ITERS or gradient clipping."
+        )
 
     def _check_finite(self, loss_dict: Dict[str, torch.Tensor], micro: int) -> None:
         bad = {k: float(v.detach()) for k, v in loss_dict.items() if not math.isfinite(float(v.detach()))}

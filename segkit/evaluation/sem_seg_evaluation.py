@@ -25,6 +25,7 @@ from segkit.evaluation.metrics import (
     metrics_from_confusion,
 )
 from segkit.registry import EVALUATOR_REGISTRY
+from segkit.utils.fileio import atomic_write
 
 __all__ = ["SemSegEvaluator", "build_sem_seg_evaluator", "inference_on_dataset", "RAW_KEY", "postprocessed_key"]
 
@@ -73,6 +74,8 @@ class SemSegEvaluator:
         self.output_dir = output_dir
         self.dataset_name = dataset_name
         self.num_samples_kept = int(num_samples_kept)
+        # Training iteration (0-based) of the evaluated weights, written into the JSON when set.
+        self.iteration: Optional[int] = None
         self.reset()
 
     @classmethod
@@ -153,15 +156,12 @@ class SemSegEvaluator:
         path = os.path.join(self.output_dir, f"sem_seg_evaluation_{self.dataset_name}.json")
         payload = {
             "dataset": self.dataset_name,
+            "iteration": self.iteration,
             "classes": self.class_names,
             "results": {k: {m: (None if v != v else v) for m, v in r.items()} for k, r in results.items()},
             "confusion_matrix": {k: confusion_to_list(m) for k, m in self.confusion.items()},
         }
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-        return path
+        return atomic_write(path, json.dumps(payload, indent=2))
 
 
 @EVALUATOR_REGISTRY.register(name="SemSegEvaluator")

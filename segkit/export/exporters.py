@@ -13,6 +13,7 @@ the shape arithmetic of dynamic H, W through tracing.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from segkit.data.registration import setup_datasets
 from segkit.engine.inference_pipeline import build_inference_pipeline
 from segkit.export.pipeline import SegmentationPipeline, bundle_metadata
 from segkit.utils.device import resolve_device
+from segkit.utils.fileio import atomic_write
 
 __all__ = ["FORMATS", "export", "export_torchscript", "export_onnx", "build_export_model", "TORCHSCRIPT_METADATA_FILE"]
 
@@ -104,7 +106,8 @@ def export_torchscript(pipeline: SegmentationPipeline, out: str, metadata: Dict[
         warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit is deprecated, still supported
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(pipeline, (example,), check_trace=False)
-        torch.jit.save(traced, out, _extra_files={TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)})
+        extra = {TORCHSCRIPT_METADATA_FILE: json.dumps(metadata)}
+        atomic_write(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
     return out
 
 
@@ -126,19 +129,19 @@ def export_onnx(pipeline: SegmentationPipeline, out: str, metadata: Dict[str, st
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         # Strided slices are kept as Slice nodes instead of being folded: harmless.
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        buffer = io.BytesIO()
         torch.onnx.export(
-            pipeline, (_example_input(pipeline.input_layout),), out, dynamo=False, opset_version=opset,
+            pipeline, (_example_input(pipeline.input_layout),), buffer, dynamo=False, opset_version=opset,
             input_names=["image"], output_names=outputs,
             dynamic_axes=_dynamic_axes(pipeline.input_layout, pipeline.with_probs),
         )
-    proto = onnx.load(out)
+    proto = onnx.load_model_from_string(buffer.getvalue())
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "segkit"
     onnx.checker.check_model(proto)
-    onnx.save(proto, out)
-    return out
+    return atomic_write(out, proto.SerializeToString())
 
 
 def export(

@@ -110,6 +110,9 @@ class ExportedSegmenter:
         """Run a uint8 batch in the bundle's layout; returns ``{"labels": ..., ["probs": ...]}`` arrays."""
         if batch.dtype != np.uint8 or batch.ndim != 4:
             raise ValueError(f"Expected a 4-d uint8 batch in {self.metadata['input_layout']} layout, got {batch.dtype} {batch.shape}.")
+        if 0 in batch.shape:
+            raise ValueError(f"The batch is empty (shape {batch.shape}, {self.metadata['input_layout']} layout); "
+                             "every image needs at least one pixel.")
         names = self.metadata["outputs"]
         if self.format == "onnx":
             values = self._session.run(names, {"image": np.ascontiguousarray(batch)})
@@ -125,10 +128,22 @@ class ExportedSegmenter:
         Returns:
             ``{"labels": (H, W) int64}`` plus ``"probs": (K, H, W)`` when the bundle has it.
         """
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"Expected an H x W x 3 image, got shape {image.shape}.")
+        image = _check_image(image)
         batch = image[None] if self.metadata["input_layout"] == "NHWC" else image.transpose(2, 0, 1)[None]
         return {k: v[0] for k, v in self.run_batch(batch).items()}
+
+
+def _check_image(image: Any) -> np.ndarray:
+    """The checks the Predictor makes, so that bad input never reaches the runtime's own errors."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"Expected an H x W x 3 uint8 numpy array, got {type(image).__name__}.")
+    if image.dtype != np.uint8:
+        raise TypeError(f"The image has dtype {image.dtype}; the bundle expects uint8 pixels 0-255.")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"Expected an H x W x 3 image, got shape {image.shape}.")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"The image is empty (shape {image.shape}); it needs at least one pixel.")
+    return image
 
 
 def load_bundle(path: str, **kwargs: Any) -> ExportedSegmenter:

@@ -325,8 +325,16 @@ def check_dilation_rates(rates: Sequence[int], kernel_size=3, where: str = "",
     )
     if on_gridding == "raise":
         raise GriddingError(message)
-    warnings.warn(message, GriddingWarning, stacklevel=2)
+    # Once per configuration and process: training, Predictor, export and benchmarks all
+    # build the same backbone (export several times), and one warning says it all.
+    key = (where, tuple(report.rates), str(kernel_size))
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(message, GriddingWarning, stacklevel=2)
     return report
+
+
+_WARNED: set = set()
 
 
 _SPATIAL = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)

@@ -38,9 +38,11 @@ import torch.nn.functional as F
 from segkit.postprocess.permutohedral import LatticeFilter, PermutohedralLattice
 from segkit.registry import POSTPROCESSOR_REGISTRY
 
-__all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS"]
+__all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS",
+           "resolve_crf_backend"]
 
-BACKENDS = ("native", "pydensecrf")
+# "auto": pydensecrf when it is installed (it does not build on every Python), else native.
+BACKENDS = ("native", "pydensecrf", "auto")
 
 # Probabilities are floored before the log so a confident network cannot make a
 # label impossible (the same floor as pydensecrf.utils.unary_from_softmax).
@@ -255,10 +257,32 @@ def _import_pydensecrf():
         import pydensecrf.densecrf as dcrf
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "The 'pydensecrf' dense-CRF backend needs the pydensecrf module: "
-            "`pip install pydensecrf2` (or use backend='native', which needs nothing extra)."
+            "The 'pydensecrf' dense-CRF backend (POSTPROCESS.CRF.BACKEND) needs the pydensecrf module, which is "
+            "not installed (it does not build on every Python version): `pip install pydensecrf2`, or set "
+            "POSTPROCESS.CRF.BACKEND to 'native' (needs nothing extra) or 'auto' (pydensecrf when installed, "
+            "else native)."
         ) from exc
     return dcrf
+
+
+def resolve_crf_backend(backend: str) -> str:
+    """``"auto"`` -> ``"pydensecrf"`` when it imports, else ``"native"``; other names unchanged.
+
+    Raises:
+        ValueError: an unknown name, naming POSTPROCESS.CRF.BACKEND.
+        ImportError: ``"pydensecrf"`` without the module, naming POSTPROCESS.CRF.BACKEND.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"POSTPROCESS.CRF.BACKEND: unknown dense-CRF backend '{backend}'; choose one of {BACKENDS}.")
+    if backend == "auto":
+        try:
+            _import_pydensecrf()
+            return "pydensecrf"
+        except ImportError:
+            return "native"
+    if backend == "pydensecrf":
+        _import_pydensecrf()
+    return backend
 
 
 def _pydensecrf_one(image: np.ndarray, unary: np.ndarray, params: Dict[str, Any]) -> np.ndarray:
@@ -339,6 +363,8 @@ def dense_crf_batch(
     _check_batch(images, probs)
     unary = _unary_from_probs(probs)
     hwc = images.permute(0, 2, 3, 1).contiguous()
+    if backend == "auto":
+        backend = resolve_crf_backend(backend)
     if backend == "native":
         return _native_batch(hwc.to(unary.device), unary, params)
     if backend == "pydensecrf":
@@ -402,7 +428,8 @@ class DenseCRF:
 
     Args:
         params: CRF parameters.
-        backend: ``"native"`` or ``"pydensecrf"``.
+        backend: ``"native"``, ``"pydensecrf"`` or ``"auto"`` (pydensecrf when installed,
+            else native); :attr:`backend` holds the one chosen.
         num_workers: worker processes for the pydensecrf backend, started at the
             first batch and kept until :meth:`close` (or garbage collection).
 
@@ -416,12 +443,8 @@ class DenseCRF:
         backend: str = "native",
         num_workers: int = 0,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"DenseCRF: unknown backend '{backend}'; choose one of {BACKENDS}")
-        if backend == "pydensecrf":
-            _import_pydensecrf()  # fail at build time, not at the first image
         self.params = params or CRFParams()
-        self.backend = backend
+        self.backend = resolve_crf_backend(backend)  # fail at build time, not at the first image
         self.num_workers = num_workers
         self._executor: Optional[ProcessPoolExecutor] = None
 

@@ -118,9 +118,10 @@ def with_warmup(cfg, multiplier: ParamScheduler) -> ParamScheduler:
     s = cfg.SOLVER
     if s.WARMUP_ITERS <= 0:
         return multiplier
-    if s.WARMUP_ITERS > s.MAX_ITER:
-        raise ValueError(f"SOLVER.WARMUP_ITERS ({s.WARMUP_ITERS}) exceeds SOLVER.MAX_ITER ({s.MAX_ITER}).")
-    return WarmupParamScheduler(multiplier, s.WARMUP_FACTOR, s.WARMUP_ITERS / s.MAX_ITER, s.WARMUP_METHOD.lower())
+    from segkit.config.validate import clamped_warmup
+
+    warmup = clamped_warmup(s.WARMUP_ITERS, s.MAX_ITER)  # load_config already clamped it, with a warning
+    return WarmupParamScheduler(multiplier, s.WARMUP_FACTOR, warmup / s.MAX_ITER, s.WARMUP_METHOD.lower())
 
 
 def _scheduler(cfg, optimizer, multiplier: ParamScheduler) -> LRMultiplier:

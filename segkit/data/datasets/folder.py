@@ -22,8 +22,6 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-import yaml
-
 from segkit.data.catalog import DataError, DatasetCatalog, MetadataCatalog, register_semseg
 from segkit.data.datasets.voc import image_size, read_split_list, voc_palette
 
@@ -69,8 +67,7 @@ def read_dataset_description(path: str) -> Dict[str, Any]:
     """Parse and check a folder-dataset description (YAML or JSON)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: dataset description not found.")
-    with open(path, "r", encoding="utf-8") as f:
-        desc = json.load(f) if path.endswith(".json") else yaml.safe_load(f)
+    desc = _read_description_file(path)
     if not isinstance(desc, dict):
         raise DataError(f"{path}: a dataset description must be a mapping.")
     missing = [k for k in ("name", "classes", "splits") if k not in desc]
@@ -84,7 +81,42 @@ def read_dataset_description(path: str) -> Dict[str, Any]:
         raise DataError(f"{path}: palette has {len(palette)} colours for {len(desc['classes'])} classes.")
     if fmt == "rgb" and palette is None:
         raise DataError(f"{path}: mask_format 'rgb' needs a palette (one colour per class).")
+    _check_splits(path, desc["splits"])
     return desc
+
+
+def _read_description_file(path: str) -> Any:
+    from segkit.config.config import ConfigError, read_yaml_file
+
+    if not path.endswith(".json"):
+        try:
+            return read_yaml_file(path)  # safe, UTF-8, no duplicate keys or alias bombs
+        except ConfigError as exc:
+            raise DataError(f"dataset description {exc}".replace("Config file ", "")) from exc
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not valid UTF-8 (byte {raw[exc.start:exc.start + 1]!r} at offset {exc.start}); "
+                        "save the description as UTF-8.") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.") from exc
+
+
+def _check_splits(path: str, splits: Any) -> None:
+    example = "splits: {train: {images: images, masks: masks}}"
+    if not isinstance(splits, dict) or not splits:
+        raise DataError(f"{path}: 'splits' must map each split name to its folders, e.g. {example}; "
+                        f"got {type(splits).__name__} {splits!r}.")
+    for split, spec in splits.items():
+        if not isinstance(spec, dict):
+            raise DataError(f"{path}: split '{split}' must be a mapping with 'images' and 'masks' folders, e.g. "
+                            f"{example}; got {spec!r}.")
+        lacking = [k for k in ("images", "masks") if not isinstance(spec.get(k), str)]
+        if lacking:
+            raise DataError(f"{path}: split '{split}' lacks {' and '.join(repr(k) for k in lacking)} "
+                            "(folder paths relative to the description).")
 
 
 def register_folder_dataset(description: str) -> List[str]:

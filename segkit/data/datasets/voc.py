@@ -39,8 +39,15 @@ def read_split_list(path: str) -> List[str]:
     """Image ids, one per line (blank lines skipped)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: split list not found.")
-    with open(path, "r", encoding="utf-8") as f:
-        ids = [line.split()[0] for line in f if line.strip()]
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: split list is not valid UTF-8 (byte {raw[exc.start:exc.start + 1]!r} on line "
+                        f"{line}); save it as UTF-8.") from exc
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not ids:
         raise DataError(f"{path}: split list is empty.")
     return ids

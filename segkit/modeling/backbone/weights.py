@@ -89,8 +89,15 @@ def resolve_weights_file(spec: str) -> str:
 
 
 def read_state_dict(path: str) -> StateDict:
-    """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``.
+
+    Raises:
+        FileNotFoundError, segkit.utils.fileio.UnreadableFileError: naming the file and
+            why it cannot be used (empty, truncated, not a PyTorch file, pickled code).
+    """
+    from segkit.utils.fileio import load_torch_file
+
+    obj = load_torch_file(path, "MODEL.BACKBONE.PRETRAINED file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
