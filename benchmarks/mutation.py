@@ -47,8 +47,8 @@ EQUIVALENT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "muta
 TEST_MAP: List[Tuple[str, Sequence[str]]] = [
     ("segkit/evaluation/*.py", ["tests/test_evaluation.py"]),
     ("segkit/modeling/losses/*.py", ["tests/test_losses.py", "tests/test_losses_wiring.py"]),
-    ("segkit/postprocess/dense_crf.py", ["tests/test_crf.py", "tests/test_crf_reference.py"]),
-    ("segkit/postprocess/permutohedral.py", ["tests/test_crf.py"]),
+    ("segkit/postprocess/dense_crf.py", ["tests/test_crf.py", "tests/test_crf_oracle.py"]),
+    ("segkit/postprocess/permutohedral.py", ["tests/test_crf.py", "tests/test_crf_oracle.py"]),
     ("segkit/postprocess/crf_search.py", ["tests/test_crf_search.py"]),
     ("segkit/postprocess/*.py", ["tests/test_postprocess.py"]),
     ("segkit/config/*.py", ["tests/test_config.py"]),
