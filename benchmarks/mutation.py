@@ -31,6 +31,7 @@ import copy
 import fnmatch
 import json
 import os
+import random
 import shutil
 import signal
 import sys
@@ -428,6 +429,9 @@ def run_module(module: str, copy_root: str, args, equivalent: Dict[str, str]) ->
     mutants = [Mutant(module, i, line, desc) for i, (line, desc, _, _) in enumerate(sites)]
     if args.line:
         mutants = [m for m in mutants if m.line in args.line]
+    if args.sample and len(mutants) > args.sample:
+        # A quick estimate: a fixed random subset (the same for the same --seed).
+        mutants = sorted(random.Random(f"{args.seed}:{module}").sample(mutants, args.sample), key=lambda m: m.index)
     if not tests:
         print(f"{module}: no test files mapped; skipped", flush=True)
         return []
@@ -466,6 +470,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("targets", nargs="*", default=DEFAULT_MODULES, help="modules or folders (default: the core)")
     parser.add_argument("--list", action="store_true", help="list the modules, mutant counts and test files")
     parser.add_argument("--line", type=int, action="append", help="only mutants on this line (repeatable)")
+    parser.add_argument("--sample", type=int, default=0, help="run only this many mutants per module (an estimate)")
+    parser.add_argument("--seed", type=int, default=0, help="which random subset --sample takes")
     parser.add_argument("--timeout-factor", type=float, default=4.0, help="per-mutant timeout / unmutated time")
     parser.add_argument("--min-timeout", type=float, default=30.0, help="per-mutant timeout floor, seconds")
     parser.add_argument("--baseline-timeout", type=float, default=600.0)
