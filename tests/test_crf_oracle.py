@@ -276,3 +276,19 @@ def test_post_processor_checks_its_arguments_and_reads_the_config():
     assert "DenseCRF(" in repr(crf) and "native" in repr(crf)
     crf.close()  # nothing started: a no-op
     assert crf._executor is None
+
+
+def test_defaults_are_deeplab_v2_voc_values():
+    """DeepLab v2 (TPAMI 2018, sec. 4.1): w2 = 3, θγ = 3, w1 = 4, θα = 121, θβ = 5, 10 iterations;
+    the dataclass, the function's keywords and the config agree."""
+    import inspect
+
+    from segkit.config import get_cfg
+
+    assert CRFParams() == CRFParams(w1=4.0, theta_alpha=121.0, theta_beta=5.0, w2=3.0, theta_gamma=3.0, iterations=10)
+    keywords = {k: p.default for k, p in inspect.signature(dense_crf).parameters.items()
+                if k in ("w1", "theta_alpha", "theta_beta", "w2", "theta_gamma", "iterations")}
+    assert CRFParams(**keywords) == CRFParams()
+    c = get_cfg().POSTPROCESS.CRF
+    assert CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS) == CRFParams()
+    assert DenseCRF().params == CRFParams() and DenseCRF().backend == "native"
