@@ -115,7 +115,7 @@ class _Sites(ast.NodeVisitor):
 
     def __init__(self, lines: Sequence[str]) -> None:
         self.lines = lines
-        self.sites: List[Tuple[int, str, Tuple[int, ...], Edit]] = []
+        self.sites: List[Tuple[int, str, Tuple[int, ...], Edit, Tuple[int, int]]] = []
         self._path: List[int] = []
         self._docstrings: set = set()
 
@@ -125,7 +125,10 @@ class _Sites(ast.NodeVisitor):
 
     def add(self, node: ast.AST, description: str, edit: Edit) -> None:
         if not self._skip(node):
-            self.sites.append((node.lineno, description, tuple(self._path), edit))
+            # The lines that must run for the mutant to matter (an if: its condition).
+            where = node.test if isinstance(node, (ast.If, ast.While)) else node
+            span = (where.lineno, getattr(where, "end_lineno", None) or where.lineno)
+            self.sites.append((node.lineno, description, tuple(self._path), edit, span))
 
     def generic_visit(self, node: ast.AST) -> None:
         for i, child in enumerate(ast.iter_child_nodes(node)):
@@ -308,7 +311,7 @@ def _apply(tree: ast.AST, path: Tuple[int, ...], edit: Edit) -> None:
 
 
 def mutation_sites(source: str):
-    """(line, description, path, edit) of every mutant of ``source``, in a stable order."""
+    """(line, description, path, edit, span of lines) of every mutant of ``source``, in a stable order."""
     tree = ast.parse(source)
     sites = _Sites(source.splitlines())
     sites.visit(tree)
@@ -317,7 +320,7 @@ def mutation_sites(source: str):
 
 def mutate(source: str, index: int) -> str:
     """The source of mutant ``index`` of ``source``."""
-    line, description, path, edit = mutation_sites(source)[index]
+    line, description, path, edit, _span = mutation_sites(source)[index]
     tree = ast.parse(source)
     _apply(tree, path, edit)
     ast.fix_missing_locations(tree)
@@ -359,8 +362,45 @@ def _copy_tree(dest: str) -> None:
             shutil.copy2(src, os.path.join(dest, name))
 
 
-def _child(copy_root: str, tests: Sequence[str], quiet: bool) -> None:
-    """In the forked child: import segkit from the copy and run the tests; never returns."""
+class _LineTracer:
+    """pytest plugin: which lines of one file each test runs (key "" = outside any test,
+    e.g. at import), so that a mutant runs only the tests that reach its lines."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = os.path.realpath(filename)
+        self.current = ""
+        self.lines: Dict[str, set] = {}
+        self.order: List[str] = []
+
+    def _global(self, frame, event, arg):
+        if os.path.realpath(frame.f_code.co_filename) == self.filename:
+            return self._local
+        return None
+
+    def _local(self, frame, event, arg):
+        if event == "line":
+            self.lines.setdefault(self.current, set()).add(frame.f_lineno)
+        return self._local
+
+    def start(self) -> None:
+        import threading
+
+        sys.settrace(self._global)
+        threading.settrace(self._global)
+
+    def pytest_runtest_protocol(self, item, nextitem):  # noqa: ARG002 - pytest hook signature
+        self.current = item.nodeid
+        self.order.append(item.nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid, location):  # noqa: ARG002
+        self.current = ""
+
+
+def _child(copy_root: str, tests: Sequence[str], quiet: bool, trace: Optional[Tuple[str, str]] = None) -> None:
+    """In the forked child: import segkit from the copy and run the tests; never returns.
+
+    ``trace=(module file, output json)`` records the lines each test runs.
+    """
     try:
         os.setpgid(0, 0)
         os.chdir(copy_root)
@@ -377,18 +417,28 @@ def _child(copy_root: str, tests: Sequence[str], quiet: bool) -> None:
             os.dup2(devnull, 2)
         import pytest
 
-        code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests])
+        plugins = []
+        if trace is not None:
+            tracer = _LineTracer(trace[0])
+            tracer.start()
+            plugins.append(tracer)
+        code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", *tests], plugins=plugins)
+        if trace is not None:
+            sys.settrace(None)
+            with open(trace[1], "w", encoding="utf-8") as f:
+                json.dump({"order": tracer.order, "lines": {k: sorted(v) for k, v in tracer.lines.items()}}, f)
     except BaseException:  # noqa: BLE001 - anything but a clean pass counts as killed
         code = 99
     os._exit(int(code))
 
 
-def run_tests(copy_root: str, tests: Sequence[str], timeout: float, quiet: bool = True) -> Tuple[str, float]:
+def run_tests(copy_root: str, tests: Sequence[str], timeout: float, quiet: bool = True,
+              trace: Optional[Tuple[str, str]] = None) -> Tuple[str, float]:
     """Fork a child that runs ``tests``; returns ("passed" | "failed" | "timeout", seconds)."""
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(copy_root, tests, quiet)
+        _child(copy_root, tests, quiet, trace)
     deadline = start + timeout
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -420,13 +470,21 @@ def load_equivalent(path: str = EQUIVALENT_FILE) -> Dict[str, str]:
     return out
 
 
+def _tests_reaching(span: Tuple[int, int], coverage: dict, files: Sequence[str]) -> List[str]:
+    """Test ids that run a line of ``span`` (all files when import-time code does)."""
+    lines = set(range(span[0], span[1] + 1))
+    if lines & set(coverage["lines"].get("", ())):
+        return list(files)
+    return [t for t in coverage["order"] if lines & set(coverage["lines"].get(t, ()))]
+
+
 def run_module(module: str, copy_root: str, args, equivalent: Dict[str, str]) -> List[Mutant]:
     tests = tests_for(module)
     target = os.path.join(copy_root, module)
     with open(os.path.join(ROOT, module), encoding="utf-8") as f:
         original = f.read()
     sites = mutation_sites(original)
-    mutants = [Mutant(module, i, line, desc) for i, (line, desc, _, _) in enumerate(sites)]
+    mutants = [Mutant(module, i, site[0], site[1]) for i, site in enumerate(sites)]
     if args.line:
         mutants = [m for m in mutants if m.line in args.line]
     if args.sample and len(mutants) > args.sample:
@@ -435,19 +493,31 @@ def run_module(module: str, copy_root: str, args, equivalent: Dict[str, str]) ->
     if not tests:
         print(f"{module}: no test files mapped; skipped", flush=True)
         return []
-    status, base = run_tests(copy_root, tests, timeout=args.baseline_timeout, quiet=not args.verbose)
+    trace_file = os.path.join(copy_root, ".mutation_lines.json")
+    trace = None if args.all_tests else (target, trace_file)
+    status, base = run_tests(copy_root, tests, timeout=args.baseline_timeout, quiet=not args.verbose, trace=trace)
     if status != "passed":
         raise SystemExit(f"mutation: the tests of {module} ({' '.join(tests)}) do not pass unmutated ({status}).")
+    coverage = None
+    if trace is not None:
+        with open(trace_file, encoding="utf-8") as f:
+            coverage = json.load(f)
     timeout = max(args.min_timeout, args.timeout_factor * base)
     print(f"{module}: {len(mutants)} mutants, tests {' '.join(tests)} ({base:.1f} s unmutated, "
           f"timeout {timeout:.0f} s)", flush=True)
     try:
         for m in mutants:
-            with open(target, "w", encoding="utf-8") as f:
-                f.write(mutate(original, m.index))
-            result, m.seconds = run_tests(copy_root, tests, timeout)
+            selected = tests if coverage is None else _tests_reaching(sites[m.index][4], coverage, tests)
+            if not selected:  # no test runs this code: the change cannot be noticed
+                result = "passed"
+            else:
+                with open(target, "w", encoding="utf-8") as f:
+                    f.write(mutate(original, m.index))
+                result, m.seconds = run_tests(copy_root, selected, timeout)
             if result == "passed":
                 m.status = "equivalent" if m.key in equivalent else "survived"
+                if not selected and m.status == "survived":
+                    m.description += " (no test reaches it)"
             else:
                 m.status = "killed" if result == "failed" else "timeout"
             if args.verbose or m.status == "survived":
@@ -472,6 +542,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--line", type=int, action="append", help="only mutants on this line (repeatable)")
     parser.add_argument("--sample", type=int, default=0, help="run only this many mutants per module (an estimate)")
     parser.add_argument("--seed", type=int, default=0, help="which random subset --sample takes")
+    parser.add_argument("--all-tests", action="store_true",
+                        help="run every mapped test for each mutant (default: only the tests that reach its lines)")
     parser.add_argument("--timeout-factor", type=float, default=4.0, help="per-mutant timeout / unmutated time")
     parser.add_argument("--min-timeout", type=float, default=30.0, help="per-mutant timeout floor, seconds")
     parser.add_argument("--baseline-timeout", type=float, default=600.0)
