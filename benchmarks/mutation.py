@@ -371,11 +371,14 @@ class _LineTracer:
         self.current = ""
         self.lines: Dict[str, set] = {}
         self.order: List[str] = []
+        self._seen: Dict[str, bool] = {}
 
     def _global(self, frame, event, arg):
-        if os.path.realpath(frame.f_code.co_filename) == self.filename:
-            return self._local
-        return None
+        name = frame.f_code.co_filename
+        ours = self._seen.get(name)
+        if ours is None:  # realpath once per file, not once per call
+            ours = self._seen[name] = os.path.realpath(name) == self.filename
+        return self._local if ours else None
 
     def _local(self, frame, event, arg):
         if event == "line":
