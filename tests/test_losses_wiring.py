@@ -399,3 +399,36 @@ def test_class_weight_compute_writes_stats_and_the_loss_reads_them(tmp_path):
 def test_every_pixel_wise_loss_is_registered():
     for name in ("CrossEntropy", "OhemCrossEntropy", "Focal"):
         assert LOSS_REGISTRY.get(name) is not None
+
+
+@pytest.mark.parametrize("make", [
+    lambda: CrossEntropy(selector=OhemSelector(1.0, 0)),
+    lambda: CrossEntropy(selector=LossSampler(1.0, seed=0)),
+    lambda: Focal(gamma=2.0),
+], ids=["ohem", "sampling", "focal"])
+def test_non_finite_logits_at_ignored_pixels_stay_out(make):
+    logits, target = _batch(seed=10, n=2)
+    target[0, 0, 0] = IGN
+    bad = logits.clone()
+    bad[0, :, 0, 0] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    c = logits.clone().requires_grad_(True)
+    clean = make()(c, target)
+    clean.backward()
+    x = bad.requires_grad_(True)
+    value = make()(x, target)
+    value.backward()
+    assert torch.isfinite(value) and value.item() == pytest.approx(clean.item(), rel=1e-6)
+    # every other pixel's gradient is untouched (the NaN logit's own gradient is its business)
+    keep = torch.ones_like(x.grad, dtype=torch.bool)
+    keep[0, :, 0, 0] = False
+    torch.testing.assert_close(x.grad[keep], c.grad[keep], rtol=1e-5, atol=1e-8)
+
+
+def test_double_precision_logits_with_class_weights():
+    logits, target = _batch(seed=11)
+    weights = [0.5, 2.0, 1.0]
+    single = CrossEntropy(class_weight=weights)(logits, target)
+    double = CrossEntropy(class_weight=weights)(logits.double(), target)
+    assert double.item() == pytest.approx(single.item(), rel=1e-6)
+    generic = CrossEntropy(class_weight=weights, selector=OhemSelector(1.0, 0))(logits.double(), target)
+    assert generic.item() == pytest.approx(single.item(), rel=1e-6)
