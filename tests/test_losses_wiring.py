@@ -432,3 +432,33 @@ def test_double_precision_logits_with_class_weights():
     assert double.item() == pytest.approx(single.item(), rel=1e-6)
     generic = CrossEntropy(class_weight=weights, selector=OhemSelector(1.0, 0))(logits.double(), target)
     assert generic.item() == pytest.approx(single.item(), rel=1e-6)
+
+
+def test_fully_ignored_cells_are_never_drawn():
+    # 4x6 image, 2x2 cells: the top-left cell is entirely ignored, the other 5 are valid
+    # (one of them partly ignored); 19 valid pixels.
+    target = torch.tensor([[[IGN, IGN, 0, 1, 1, 1],
+                            [IGN, IGN, 0, 0, 1, IGN],
+                            [2, 2, 0, 0, 1, 1],
+                            [2, 0, 0, 0, 1, 1]]])
+    valid = target != IGN
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    for seed in range(12):
+        a, z = LossSampler(0.4, "fraction", cell_size=2, seed=seed)(torch.zeros(1, 3, 4, 6), safe, valid,
+                                                                    valid.float())
+        assert (a[0, :2, :2] == 0).all()
+        kept = a[0, ::2, ::2] > 0
+        assert int(kept.sum()) == 2  # round(0.4 * 5 valid cells)
+        assert set(a[a > 0].tolist()) == {2.5}  # 5 / 2
+        assert z.item() == 19 and (a[~valid] == 0).all()
+
+
+def test_cells_at_the_border_are_cropped():
+    # 5x5 image with 2x2 cells: 3x3 cells, the last row and column are 1 pixel wide.
+    target = torch.zeros(1, 5, 5, dtype=torch.long)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    a, z = LossSampler(1.0, "fraction", cell_size=2, seed=0)(torch.zeros(1, 2, 5, 5), target, valid, valid.float())
+    assert a.shape == (1, 5, 5) and (a == 1.0).all() and z.item() == 25
+    a, _ = LossSampler(1 / 9, "fraction", cell_size=2, seed=0)(torch.zeros(1, 2, 5, 5), target, valid, valid.float())
+    assert a.shape == (1, 5, 5) and set(a[a > 0].tolist()) == {9.0}
+    assert int((a > 0).sum()) in (1, 2, 4)  # one cell: a corner, an edge or an inner cell
