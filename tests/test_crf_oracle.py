@@ -292,3 +292,12 @@ def test_defaults_are_deeplab_v2_voc_values():
     c = get_cfg().POSTPROCESS.CRF
     assert CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS) == CRFParams()
     assert DenseCRF().params == CRFParams() and DenseCRF().backend == "native"
+
+
+def test_params_are_immutable_and_hashable():
+    import dataclasses
+
+    p = CRFParams(w1=2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.w1 = 3.0
+    assert {p: 1}[CRFParams(w1=2.0)] == 1 and hash(p) == hash(CRFParams(w1=2.0))
