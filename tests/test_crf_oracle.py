@@ -301,3 +301,13 @@ def test_params_are_immutable_and_hashable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.w1 = 3.0
     assert {p: 1}[CRFParams(w1=2.0)] == 1 and hash(p) == hash(CRFParams(w1=2.0))
+
+
+def test_batch_larger_than_the_image():
+    """More images than pixels per image (1x2 images, batch 3): shapes are per batch, not per pixel."""
+    rng = np.random.default_rng(12)
+    images = rng.integers(0, 256, (3, 1, 2, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(2), size=(3, 1, 2)).transpose(0, 3, 1, 2).astype(np.float32)
+    out = dense_crf_batch(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs), CRFParams(**BASE))
+    for i in range(3):
+        np.testing.assert_allclose(out[i].numpy(), oracle(images[i], probs[i], **BASE), atol=0.02)
