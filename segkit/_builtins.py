@@ -12,6 +12,7 @@ import importlib.util
 
 BUILTIN_MODULES = (
     "segkit.modeling",
+    "segkit.modeling.losses",  # not imported by segkit.modeling itself
     "segkit.solver",
     "segkit.data",
     "segkit.postprocess",

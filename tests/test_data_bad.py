@@ -156,3 +156,22 @@ def test_check_labels_fast_and_slow_paths(dtype, values, ok):
     else:
         with pytest.raises(DataError, match=r"m\.png: mask holds label values"):
             check_labels(mask, 21, 255, "m.png")
+
+
+@pytest.mark.parametrize("broken", ["missing_image"], indirect=True)
+def test_worker_error_ends_the_loader_at_once(broken):
+    """No worker of the failed loader outlives the error (they used to linger until the
+    abandoned iterator was garbage-collected, then stall the teardown for 5 s each)."""
+    import multiprocessing
+    import time
+
+    case, name, paths = broken
+    before = set(multiprocessing.active_children())
+    with pytest.raises(Exception, match=os.path.basename(paths["img"])) as info:
+        for _ in build_test_loader(_cfg(name, workers=2), name, batch_size=1):
+            pass
+    start = time.monotonic()
+    left = [p for p in multiprocessing.active_children() if p not in before and p.is_alive()]
+    assert left == [], left  # while the traceback (and the loader's frame) is still alive
+    assert time.monotonic() - start < 1.0
+    assert info.value is not None

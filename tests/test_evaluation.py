@@ -97,3 +97,211 @@ def test_registered_builder_reads_config(tmp_path):
     cfg.MODEL.NUM_CLASSES = 3
     ev = EVALUATOR_REGISTRY.get("SemSegEvaluator")(cfg, "not_a_registered_dataset", str(tmp_path))
     assert ev.num_classes == 3 and ev.class_names == ["0", "1", "2"]
+
+
+# --------------------------------------------------------------------------- edge cases (mutation tests)
+def _slow_confusion(pred, gt, k, ignore):
+    """Direct count, one pixel at a time: the oracle for ConfusionMatrix."""
+    m = [[0] * k for _ in range(k)]
+    for p, t in zip(pred.flatten().tolist(), gt.flatten().tolist()):
+        if t != ignore:
+            m[t][p] += 1
+    return m
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int16, torch.int32, torch.int64])
+def test_confusion_counts_uint8_masks_with_many_classes(dtype):
+    # uint8 masks (what the mapper emits) overflow target * K + pred once K >= 13.
+    k = 21
+    g = torch.Generator().manual_seed(0)
+    gt = torch.randint(0, k, (2, 7, 9), generator=g)
+    gt[0, 0, :4] = 255
+    pred = torch.randint(0, k, (2, 7, 9), generator=g)
+    pred[gt == 20] = 20  # the highest codes: 20 * 21 + 20 = 440 > 255
+    cm = ConfusionMatrix(k, ignore_value=255)
+    cm.update(pred.to(dtype if dtype != torch.int16 else torch.uint8), gt.to(dtype))
+    matrix = cm.reduce()
+    assert matrix.dtype == torch.int64 and matrix.shape == (k, k)
+    assert matrix.tolist() == _slow_confusion(pred, gt, k, 255)
+    assert int(matrix[20, 20]) == int((gt == 20).sum()) > 0
+
+
+@pytest.mark.parametrize("bad", [3, -1])
+def test_confusion_rejects_label_k_and_negative_labels(bad):
+    cm = ConfusionMatrix(3, ignore_value=255)
+    gt = torch.tensor([[0, bad], [2, 255]])
+    with pytest.raises(ValueError, match=rf"labels \[{bad}\] outside \[0, 3\)"):
+        cm.update(torch.zeros(2, 2, dtype=torch.long), gt)
+    assert cm.matrix is None  # nothing was counted
+    cm.update(torch.zeros(2, 2, dtype=torch.long), torch.tensor([[0, 2], [2, 255]]))  # K-1 is fine
+    assert cm.reduce().tolist() == [[1, 0, 0], [0, 0, 0], [2, 0, 0]]
+
+
+def test_confusion_with_a_negative_ignore_value():
+    cm = ConfusionMatrix(2, ignore_value=-1)
+    cm.update(torch.tensor([1, 0, 1]), torch.tensor([-1, 0, 1]))
+    assert cm.reduce().tolist() == [[1, 0], [0, 1]]
+
+
+def test_confusion_needs_a_positive_class_count():
+    with pytest.raises(ValueError, match="num_classes must be positive"):
+        ConfusionMatrix(0)
+    cm = ConfusionMatrix(1)
+    assert cm.reduce().tolist() == [[0]] and cm.reduce().dtype == torch.int64  # nothing counted yet
+    cm.update(torch.zeros(3, dtype=torch.long), torch.zeros(3, dtype=torch.long))
+    assert cm.reduce().tolist() == [[3]]
+    cm.reset()
+    assert cm.reduce().tolist() == [[0]]
+
+
+def test_confusion_all_ignored_batch_counts_nothing():
+    cm = ConfusionMatrix(2)
+    cm.update(torch.tensor([0, 1]), torch.tensor([255, 255]))
+    assert cm.reduce().tolist() == [[0, 0], [0, 0]]
+
+
+def test_reduce_sums_across_processes_only_when_there_are_several(monkeypatch):
+    import torch.distributed as dist
+
+    calls = []
+
+    def fake_all_reduce(tensor, op=None):
+        calls.append(op)
+        tensor.mul_(2)  # as if a second process had the same counts
+
+    monkeypatch.setattr(dist, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "all_reduce", fake_all_reduce)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 1)
+    cm = ConfusionMatrix(2)
+    cm.update(torch.tensor([0, 1]), torch.tensor([0, 0]))
+    assert cm.reduce().tolist() == [[1, 1], [0, 0]] and calls == []
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    assert cm.reduce().tolist() == [[2, 2], [0, 0]] and calls == [dist.ReduceOp.SUM]
+
+
+def test_metrics_with_one_pixel_and_single_pixel_classes():
+    out = metrics_from_confusion(torch.tensor([[1, 0], [0, 0]]))
+    assert out["pACC"] == 1.0 and out["fwIoU"] == 1.0 and out["mIoU"] == 1.0 and out["mACC"] == 1.0
+    assert out["IoU-0"] == 1.0 and out["ACC-0"] == 1.0 and math.isnan(out["IoU-1"])
+    # class 1 has one ground-truth pixel, predicted as class 0
+    out = metrics_from_confusion(torch.tensor([[2, 0], [1, 0]]), ["a", "b"])
+    assert out["ACC-b"] == 0.0 and out["IoU-b"] == 0.0 and out["mACC"] == pytest.approx(0.5)
+    assert out["IoU-a"] == pytest.approx(2 / 3) and out["fwIoU"] == pytest.approx(2 * (2 / 3) / 3)
+
+
+def test_metrics_reject_a_wrong_number_of_names():
+    with pytest.raises(ValueError, match="1 class names for a 2x2"):
+        metrics_from_confusion(torch.eye(2, dtype=torch.long), ["only"])
+
+
+def test_per_class_table_by_value_and_column():
+    # rows = gt: bg 3 pixels (2 right), shirt 1 pixel (right), hat never present
+    out = metrics_from_confusion(torch.tensor([[2, 1, 0], [0, 1, 0], [0, 0, 0]]), ["bg", "shirt", "hat"])
+    table = format_per_class_table(out, ["bg", "shirt", "hat"])
+    assert table.split("\n") == [
+        "class     IoU     Acc",
+        "-" * 21,
+        "bg      66.67   66.67",
+        "shirt   50.00  100.00",
+        "hat       n/a     n/a",
+        "-" * 21,
+        "mean    58.33   83.33",
+        "pixel acc  75.00   fwIoU  62.50",
+    ]
+    out["ACC-bg"] = None  # a missing value reads n/a, like NaN
+    assert format_per_class_table(out, ["bg"]).split("\n")[2] == "bg      66.67     n/a"
+
+
+# --------------------------------------------------------------------------- evaluator details
+def test_postprocessed_key_names_the_chain():
+    from segkit.evaluation.sem_seg_evaluation import RAW_KEY, postprocessed_key
+
+    assert RAW_KEY == "sem_seg" and postprocessed_key([]) == "sem_seg"
+    assert postprocessed_key(["DenseCRF", "TTA"]) == "sem_seg+DenseCRF+TTA"
+
+
+def test_evaluator_counts_labels_and_probabilities_and_keeps_samples(tmp_path):
+    ev = SemSegEvaluator(2, None, ignore_value=9, output_dir=str(tmp_path / "new"), dataset_name="d",
+                         num_samples_kept=3)
+    assert ev.class_names == ["0", "1"]
+    gt = torch.tensor([[[0, 1], [1, 9]], [[1, 1], [0, 0]]])
+    images = torch.arange(24, dtype=torch.uint8).view(2, 3, 2, 2)
+    labels = torch.tensor([[[0, 0], [1, 1]], [[1, 1], [1, 0]]])
+    probs = torch.nn.functional.one_hot(1 - labels, 2).permute(0, 3, 1, 2).float()  # argmax = 1 - labels
+    for _ in range(2):
+        ev.process({"sem_seg": gt, "image": images}, {"a": labels, "b": probs})
+    assert len(ev.samples) == 3
+    assert torch.equal(ev.samples[2]["image"], images[0]) and torch.equal(ev.samples[1]["sem_seg"], gt[1])
+    assert torch.equal(ev.samples[1]["pred"]["b"], 1 - labels[1])
+    res = ev.evaluate()
+    # per batch, by hand: a = [[2, 1], [1, 3]], b = [[1, 2], [3, 1]]; counted twice
+    assert ev.confusion["a"].tolist() == [[4, 2], [2, 6]]
+    assert ev.confusion["b"].tolist() == [[2, 4], [6, 2]]
+    assert res["a"]["pACC"] == pytest.approx(5 / 7) and res["b"]["pACC"] == pytest.approx(2 / 7)
+    saved = json.loads((tmp_path / "new" / "sem_seg_evaluation_d.json").read_text())
+    assert saved["dataset"] == "d" and saved["classes"] == ["0", "1"]
+    assert sorted(saved["results"]) == ["a", "b"] and saved["results"]["a"]["IoU-1"] == pytest.approx(3 / 5)
+    ev.reset()
+    assert ev.matrices == {} and ev.samples == []
+    with pytest.raises(ValueError, match="1 class names given for 2 classes"):
+        SemSegEvaluator(2, ["x"])
+
+
+def test_evaluator_writes_nan_as_null_and_only_on_the_main_process(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    ev = SemSegEvaluator(2, ["a", "b"], output_dir=str(tmp_path), dataset_name="t")
+    ev.process({"sem_seg": torch.tensor([[0, 0]])}, {"sem_seg": torch.tensor([[0, 0]])})  # no image: no samples
+    ev.evaluate()
+    saved = json.loads((tmp_path / "sem_seg_evaluation_t.json").read_text())
+    assert saved["results"]["sem_seg"]["IoU-b"] is None and saved["results"]["sem_seg"]["IoU-a"] == 1.0
+    assert not list(tmp_path.glob("*.tmp"))
+    (tmp_path / "sem_seg_evaluation_t.json").unlink()
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 1)
+    assert ev.evaluate()["sem_seg"]["pACC"] == 1.0
+    assert not (tmp_path / "sem_seg_evaluation_t.json").exists()  # rank 1 does not write
+
+
+def test_from_config_reads_names_and_checks_the_class_count(tmp_path):
+    from segkit.config import get_cfg
+    from segkit.data.catalog import DatasetCatalog, MetadataCatalog, register_semseg
+
+    register_semseg("eval_names_tiny", lambda root: [], ["bg", "fg"], [(0, 0, 0), (1, 1, 1)])
+    try:
+        cfg = get_cfg()
+        cfg.MODEL.NUM_CLASSES, cfg.MODEL.IGNORE_VALUE, cfg.TEST.VIS_NUM_IMAGES = 2, 7, 4
+        ev = SemSegEvaluator.from_config(cfg, "eval_names_tiny", str(tmp_path))
+        assert ev.class_names == ["bg", "fg"] and ev.ignore_value == 7 and ev.num_samples_kept == 4
+        assert ev.output_dir == str(tmp_path) and ev.dataset_name == "eval_names_tiny"
+        assert SemSegEvaluator.from_config(cfg, "eval_names_tiny", num_samples_kept=1).num_samples_kept == 1
+        cfg.MODEL.NUM_CLASSES = 3
+        with pytest.raises(ValueError, match="has 2 classes but MODEL.NUM_CLASSES is 3; set MODEL.NUM_CLASSES 2"):
+            SemSegEvaluator.from_config(cfg, "eval_names_tiny")
+    finally:
+        DatasetCatalog.remove("eval_names_tiny")
+        MetadataCatalog.remove("eval_names_tiny")
+
+
+def test_inference_on_dataset_resets_moves_and_logs(caplog):
+    import logging
+
+    loader, probs = _batches()
+    seen = []
+
+    def inference(images):
+        seen.append(images.device)
+        return probs
+
+    ev = SemSegEvaluator(2, ["bg", "fg"], 255)
+    caplog.set_level(logging.INFO, logger="segkit.evaluation.sem_seg_evaluation")
+    generator = (b for b in loader * 2)  # no len(): the log says "?"
+    first = inference_on_dataset(generator, ev, inference, device=torch.device("cpu"), log_period=1)
+    assert seen == [torch.device("cpu")] * 2
+    assert "Inference 1/? batches" in caplog.text and "Inference 2/? batches" in caplog.text
+    assert ev.confusion["sem_seg"].tolist() == [[2, 0], [2, 2]]
+    again = inference_on_dataset(loader, ev, inference, log_period=0)  # reset: not added to the first run
+    assert ev.confusion["sem_seg"].tolist() == [[1, 0], [1, 1]]
+    assert again["sem_seg"]["pACC"] == first["sem_seg"]["pACC"] == pytest.approx(2 / 3)

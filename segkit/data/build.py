@@ -235,10 +235,21 @@ class _Loader:
         self.dataset = loader.dataset
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
-        for batch in self.loader:
-            self.bad_records.add(batch.pop("bad"))
-            if batch["records"]:
-                yield batch
+        iterator = iter(self.loader)
+        try:
+            for batch in iterator:
+                self.bad_records.add(batch.pop("bad"))
+                if batch["records"]:
+                    yield batch
+        except GeneratorExit:  # the consumer stopped early: let the workers finish politely, now
+            _stop_workers(iterator, terminate=False)
+            raise
+        except BaseException:
+            # A worker error (or Ctrl-C) ends the loader at once. Left to the garbage
+            # collector, the abandoned iterator would keep its workers prefetching and
+            # stall for up to 5 s per worker whenever it is finally collected.
+            _stop_workers(iterator, terminate=True)
+            raise
         if self.finite:
             self.bad_records.report()
 
@@ -246,6 +257,17 @@ class _Loader:
         if not self.finite:
             raise TypeError("The training loader is infinite.")
         return len(self.loader)
+
+
+def _stop_workers(iterator, terminate: bool) -> None:
+    """Shut down the worker processes of a DataLoader iterator (none in-process)."""
+    if terminate:
+        for worker in getattr(iterator, "_workers", ()):
+            if worker.is_alive():
+                worker.terminate()
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def seed_worker(worker_id: int, seed: int = 0, rank: int = 0) -> None:

@@ -101,7 +101,9 @@ def _run_under_torchrun(main_func: Callable[..., Any], args: Sequence[Any], time
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
     try:
-        return main_func(*args)
+        result = main_func(*args)
+        _leave_together()
+        return result
     finally:
         dist.destroy_process_group()
 
@@ -130,5 +132,20 @@ def _distributed_worker(
         raise RuntimeError(f"Process {global_rank} could not join the process group at {dist_url}: {exc}") from exc
     try:
         main_func(*args)
+        _leave_together()
     finally:
         dist.destroy_process_group()
+
+
+def _leave_together() -> None:
+    """Wait until every process has finished ``main_func`` before tearing the group down.
+
+    Without it a fast process destroys its process group (and exits) while a peer's last
+    collective still talks to it; gloo then aborts the peer ("terminate called without an
+    active exception"). Only on success: after an error the peers may never arrive.
+    """
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()

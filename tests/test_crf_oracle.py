@@ -1,0 +1,313 @@
+"""The native dense CRF against a direct O(N^2) mean-field implementation.
+
+These tests need nothing but numpy and torch (no pydensecrf): the oracle below
+builds the full N x N Gaussian kernels of Krähenbühl and Koltun (NIPS 2011) on a
+small image, normalises them symmetrically (D^-1/2 K D^-1/2, the pixel itself
+included, as the released code does) and runs the Potts mean-field update
+``Q <- softmax(-U + sum_k w_k K_k Q)`` directly. The native backend approximates
+the same kernels with a permutohedral lattice, so values agree up to the
+lattice's approximation error; each test compares against the oracle with the
+right parameters *and* with wrong ones, so a native backend that ignores or
+confuses a parameter is caught.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+import torch
+
+from segkit.postprocess import CRFParams, DenseCRF, dense_crf, dense_crf_batch
+
+# The module, not the function of the same name that segkit.postprocess exports.
+crf_module = importlib.import_module("segkit.postprocess.dense_crf")
+
+H, W, K = 12, 16, 3
+BASE = dict(w1=4.0, theta_alpha=5.0, theta_beta=20.0, w2=3.0, theta_gamma=2.0, iterations=3)
+
+
+def oracle(image: np.ndarray, probs: np.ndarray, w1, theta_alpha, theta_beta, w2, theta_gamma, iterations):
+    """Dense CRF by brute force: image (H, W, 3) uint8, probs (K, H, W) -> Q (K, H, W) float64."""
+    h, w, _ = image.shape
+    k = probs.shape[0]
+    ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    position = np.stack([xs, ys], -1).reshape(-1, 2).astype(np.float64)
+    colour = image.reshape(-1, 3).astype(np.float64)
+
+    def normalised_gaussian(features):
+        squared = ((features[:, None, :] - features[None, :, :]) ** 2).sum(-1)
+        kernel = np.exp(-0.5 * squared)
+        d = 1.0 / np.sqrt(kernel.sum(1))
+        return d[:, None] * kernel * d[None, :]
+
+    pairwise = []
+    if w2 > 0:
+        pairwise.append(w2 * normalised_gaussian(position / theta_gamma))
+    if w1 > 0:
+        pairwise.append(w1 * normalised_gaussian(np.concatenate([position / theta_alpha, colour / theta_beta], 1)))
+    unary = -np.log(np.clip(probs.reshape(k, -1).T.astype(np.float64), 1e-5, 1.0))  # (N, K)
+
+    def softmax(energy):
+        e = np.exp(energy - energy.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    q = softmax(-unary)
+    for _ in range(iterations):
+        q = softmax(-unary + sum(kernel @ q for kernel in pairwise))
+    return q.T.reshape(k, h, w)
+
+
+def scene(seed: int = 0, h: int = H, w: int = W, k: int = K):
+    """A blocky colour image with sensor noise, and a noisy classifier over its regions."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((h, w), np.int64)
+    truth[:, w * 3 // 8 : w * 11 // 16] = 1
+    truth[:, w * 11 // 16 :] = 2 % k
+    truth[h // 3 : 2 * h // 3, w // 5 : w * 4 // 5] = 0
+    palette = np.array([(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40)], np.float64)
+    image = palette[truth] + rng.normal(0.0, 10.0, (h, w, 3))
+    image[h // 3 : 2 * h // 3, w // 5 : w * 4 // 5] = palette[3] + rng.normal(0.0, 10.0, (2 * h // 3 - h // 3,
+                                                                                            w * 4 // 5 - w // 5, 3))
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    logits = rng.normal(0.0, 1.0, (k, h, w))
+    logits[truth, np.arange(h)[:, None], np.arange(w)] += 0.8
+    probs = np.exp(logits)
+    return image, (probs / probs.sum(0)).astype(np.float32), truth
+
+
+@pytest.fixture(autouse=True)
+def _fresh_kernel_cache():
+    """The smoothness-kernel cache is process-global: every test starts and ends with it empty."""
+    size = crf_module._CACHE_SIZE[0]
+    crf_module.set_kernel_cache_size(0)
+    crf_module.set_kernel_cache_size(size)
+    yield
+    crf_module.set_kernel_cache_size(0)
+    crf_module.set_kernel_cache_size(size)
+
+
+def _distance(a, b) -> float:
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).mean())
+
+
+def test_native_matches_the_brute_force_mean_field():
+    image, probs, _ = scene()
+    native = dense_crf(image, probs, **BASE)
+    exact = oracle(image, probs, **BASE)
+    assert native.shape == (K, H, W) and native.dtype == np.float32
+    np.testing.assert_allclose(native.sum(0), 1.0, atol=1e-5)
+    assert _distance(native, exact) < 0.01
+    assert (native.argmax(0) == exact.argmax(0)).mean() >= 0.98
+    # ... and the CRF did change a sizeable share of the labels
+    assert (exact.argmax(0) != probs.argmax(0)).mean() > 0.1
+    labels = dense_crf(image, probs, output="labels", **BASE)
+    assert labels.dtype == np.int64 and np.array_equal(labels, native.argmax(0))
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("w1", 8.0), ("w1", 0.0), ("theta_alpha", 2.5), ("theta_beta", 6.0), ("theta_beta", 200.0), ("w2", 6.0), ("w2", 0.0),
+     ("theta_gamma", 4.0), ("iterations", 1), ("iterations", 6)],
+)
+def test_each_parameter_acts_as_in_the_brute_force_model(name, value):
+    """Changing one parameter moves the native result to the oracle's result for the new value."""
+    image, probs, _ = scene(seed=1)
+    changed = dict(BASE, **{name: value})
+    native = dense_crf(image, probs, **changed)
+    right, wrong = oracle(image, probs, **changed), oracle(image, probs, **BASE)
+    assert _distance(right, wrong) > 0.01  # the change matters at all on this scene
+    assert _distance(native, right) < 0.5 * _distance(native, wrong)
+
+
+def test_zero_iterations_and_zero_weights_give_the_floored_softmax():
+    image, probs, _ = scene(seed=2)
+    probs[0, 0, 0], probs[1, 0, 0] = 1e-9, probs[1, 0, 0] + probs[0, 0, 0] - 1e-9  # below the 1e-5 floor
+    floored = np.clip(probs, 1e-5, 1.0)
+    expected = floored / floored.sum(0)
+    np.testing.assert_allclose(dense_crf(image, probs, **dict(BASE, iterations=0)), expected, atol=1e-6)
+    np.testing.assert_allclose(dense_crf(image, probs, **dict(BASE, w1=0.0, w2=0.0)), expected, atol=1e-6)
+
+
+def test_batch_pairs_each_image_with_its_own_probabilities():
+    (a, pa, _), (b, pb, _) = scene(seed=3), scene(seed=4)
+    b = np.ascontiguousarray(b[:, ::-1])  # a different layout, so a swapped pairing shows
+    images = torch.from_numpy(np.stack([a, b])).permute(0, 3, 1, 2)
+    out = dense_crf_batch(images, torch.from_numpy(np.stack([pa, pb])), CRFParams(**BASE))
+    assert out.shape == (2, K, H, W) and out.dtype == torch.float32
+    for got, image, probs in ((out[0], a, pa), (out[1], b, pb)):
+        assert _distance(got.numpy(), oracle(image, probs, **BASE)) < 0.01
+
+
+def test_post_processor_reads_bgr_and_keeps_dtype():
+    image, probs, _ = scene(seed=5)
+    rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
+    p = torch.from_numpy(probs)[None].double()
+    out = DenseCRF(CRFParams(**BASE), input_format="BGR")(p, rgb.flip(1))
+    assert out.dtype == torch.float64
+    assert _distance(out[0].numpy(), oracle(image, probs, **BASE)) < 0.01
+    # the same image read as RGB by mistake is a different (wrong) result
+    swapped = DenseCRF(CRFParams(**BASE), input_format="RGB")(p, rgb.flip(1))
+    assert _distance(swapped[0].numpy(), out[0].numpy()) > 0.001
+
+
+@pytest.mark.parametrize("device_kwarg", [None, "cpu"])
+def test_dense_crf_accepts_tensors_and_a_device(device_kwarg):
+    image, probs, _ = scene(seed=6)
+    out = dense_crf(torch.from_numpy(image), torch.from_numpy(probs), device=device_kwarg, **BASE)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), dense_crf(image, probs, **BASE), rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- kernel cache
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(theta_gamma=4.0),
+        dict(w2=6.0),
+        dict(shape=(W, H)),  # the same number of pixels, transposed
+        dict(shape=(H, W + 2)),
+        dict(shape=(H + 2, W)),
+    ],
+    ids=["theta_gamma", "w2", "transposed", "width", "height"],
+)
+def test_cache_key_holds_every_parameter_of_the_smoothness_kernel(change):
+    """A warm call after a call with different smoothness parameters equals a cold call."""
+    change = dict(change)
+    shape = change.pop("shape", (H, W))
+    first_image, first_probs, _ = scene(seed=7)
+    image, probs, _ = scene(seed=8, h=shape[0], w=shape[1])
+    params = dict(BASE, **change)
+    crf_module.set_kernel_cache_size(0)
+    cold = dense_crf(image, probs, **params)
+    crf_module.set_kernel_cache_size(4)
+    dense_crf(first_image, first_probs, **BASE)  # fills the cache for the base parameters
+    warm = dense_crf(image, probs, **params)
+    np.testing.assert_array_equal(warm, cold)
+    assert len(crf_module._KERNEL_CACHE) == 2
+    assert _distance(cold, oracle(image, probs, **params)) < 0.01
+
+
+def test_cache_reuses_kernels_and_evicts_least_recently_used():
+    image, probs, _ = scene(seed=9)
+    crf_module.set_kernel_cache_size(2)
+    first = dense_crf(image, probs, **BASE)
+    (key,) = crf_module._KERNEL_CACHE
+    kernel = crf_module._KERNEL_CACHE[key]
+    assert key[-1] == "cpu"  # the device is part of the key
+    assert np.array_equal(dense_crf(image, probs, **BASE), first)
+    assert crf_module._KERNEL_CACHE[key] is kernel  # served from the cache, not rebuilt
+    dense_crf(image, probs, **dict(BASE, theta_gamma=1.0))
+    dense_crf(image, probs, **BASE)  # touch the first entry: it becomes the most recent
+    dense_crf(image, probs, **dict(BASE, w2=1.0))  # evicts theta_gamma=1.0, not the base entry
+    assert len(crf_module._KERNEL_CACHE) == 2 and crf_module._KERNEL_CACHE.get(key) is kernel
+    crf_module.set_kernel_cache_size(1)
+    assert list(crf_module._KERNEL_CACHE) != [key] and len(crf_module._KERNEL_CACHE) == 1
+    crf_module.set_kernel_cache_size(0)
+    assert len(crf_module._KERNEL_CACHE) == 0
+    dense_crf(image, probs, **BASE)
+    assert len(crf_module._KERNEL_CACHE) == 0  # size 0: nothing is kept
+
+
+# --------------------------------------------------------------------------- errors and options
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(theta_alpha=0.0), "theta_alpha must be > 0"),
+        (dict(theta_gamma=-1.0), "theta_gamma must be > 0"),
+        (dict(w1=-1.0), "w1 must be >= 0"),
+        (dict(w2=-0.5), "w2 must be >= 0"),
+        (dict(iterations=1.5), "iterations must be a non-negative integer"),
+    ],
+)
+def test_params_validate(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CRFParams(**kwargs)
+
+
+def test_boundary_parameters_are_accepted():
+    p = CRFParams(w1=0.0, w2=0.0, iterations=0, theta_alpha=1e-3, theta_beta=1e-3, theta_gamma=1e-3)
+    assert p.iterations == 0 and p.w1 == 0.0
+
+
+@pytest.mark.parametrize(
+    "images, probs, message",
+    [
+        (torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.full((2, 4, 4), 0.5), "probs must be"),
+        (torch.zeros(1, 4, 4, 3, dtype=torch.uint8), torch.full((1, 2, 4, 4), 0.5), "images must be"),
+        (torch.zeros(3, 4, 4, dtype=torch.uint8), torch.full((1, 2, 4, 4), 0.5), "images must be"),
+        (torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.full((1, 2, 4, 4), 0.5), "differ in batch"),
+        (torch.zeros(1, 3, 4, 4), torch.full((1, 2, 4, 4), 0.5), "uint8"),
+    ],
+)
+def test_batch_inputs_are_checked(images, probs, message):
+    with pytest.raises(ValueError, match=message):
+        dense_crf_batch(images, probs)
+
+
+def test_single_image_inputs_are_checked():
+    image, probs, _ = scene()
+    with pytest.raises(ValueError, match=r"image must be \(H, W, 3\)"):
+        dense_crf(image[..., :2], probs)
+    with pytest.raises(ValueError, match=r"image must be \(H, W, 3\)"):
+        dense_crf(image[..., 0], probs)
+    with pytest.raises(ValueError, match=r"probs must be \(K, H, W\)"):
+        dense_crf(image, probs[None])
+    with pytest.raises(ValueError, match="output must be"):
+        dense_crf(image, probs, output="logits")
+    with pytest.raises(ValueError, match="unknown backend"):
+        dense_crf_batch(torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(probs)[None], backend="x")
+
+
+def test_post_processor_checks_its_arguments_and_reads_the_config():
+    from segkit.config import get_cfg
+
+    with pytest.raises(ValueError, match="unknown backend"):
+        DenseCRF(backend="cuda")
+    with pytest.raises(ValueError, match="input_format"):
+        DenseCRF(input_format="RGBA")
+    cfg = get_cfg()
+    c = cfg.POSTPROCESS.CRF
+    c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS = 1.0, 2.0, 3.0, 4.0, 5.0, 6
+    cfg.INPUT.FORMAT = "BGR"
+    crf = DenseCRF.from_config(cfg)
+    assert crf.params == CRFParams(1.0, 2.0, 3.0, 4.0, 5.0, 6)
+    assert crf.backend == "native" and crf.input_format == "BGR" and crf.num_workers == c.NUM_WORKERS
+    assert "DenseCRF(" in repr(crf) and "native" in repr(crf)
+    crf.close()  # nothing started: a no-op
+    assert crf._executor is None
+
+
+def test_defaults_are_deeplab_v2_voc_values():
+    """DeepLab v2 (TPAMI 2018, sec. 4.1): w2 = 3, θγ = 3, w1 = 4, θα = 121, θβ = 5, 10 iterations;
+    the dataclass, the function's keywords and the config agree."""
+    import inspect
+
+    from segkit.config import get_cfg
+
+    assert CRFParams() == CRFParams(w1=4.0, theta_alpha=121.0, theta_beta=5.0, w2=3.0, theta_gamma=3.0, iterations=10)
+    keywords = {k: p.default for k, p in inspect.signature(dense_crf).parameters.items()
+                if k in ("w1", "theta_alpha", "theta_beta", "w2", "theta_gamma", "iterations")}
+    assert CRFParams(**keywords) == CRFParams()
+    c = get_cfg().POSTPROCESS.CRF
+    assert CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS) == CRFParams()
+    assert DenseCRF().params == CRFParams() and DenseCRF().backend == "native"
+
+
+def test_params_are_immutable_and_hashable():
+    import dataclasses
+
+    p = CRFParams(w1=2.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.w1 = 3.0
+    assert {p: 1}[CRFParams(w1=2.0)] == 1 and hash(p) == hash(CRFParams(w1=2.0))
+
+
+def test_batch_larger_than_the_image():
+    """More images than pixels per image (1x2 images, batch 3): shapes are per batch, not per pixel."""
+    rng = np.random.default_rng(12)
+    images = rng.integers(0, 256, (3, 1, 2, 3), dtype=np.uint8)
+    probs = rng.dirichlet(np.ones(2), size=(3, 1, 2)).transpose(0, 3, 1, 2).astype(np.float32)
+    out = dense_crf_batch(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs), CRFParams(**BASE))
+    for i in range(3):
+        np.testing.assert_allclose(out[i].numpy(), oracle(images[i], probs[i], **BASE), atol=0.02)
