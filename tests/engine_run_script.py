@@ -50,12 +50,17 @@ class Trainer(ToyTrainer):
         return results
 
 
-def main():
-    out, resume, max_iter, period, keep, eval_period = sys.argv[1:7]
-    Trainer.pause_eval_at, Trainer.slow = int(sys.argv[7]), sys.argv[8] == "1"
+def make_cfg(out, max_iter, period, keep, eval_period):
     cfg = toy_cfg(out, MAX_ITER=int(max_iter), CHECKPOINT_PERIOD=int(period), MAX_TO_KEEP=int(keep))
     cfg.TEST.EVAL_PERIOD = int(eval_period)
     cfg.SEED = 0
+    return cfg
+
+
+def main():
+    out, resume, max_iter, period, keep, eval_period = sys.argv[1:7]
+    Trainer.pause_eval_at, Trainer.slow = int(sys.argv[7]), sys.argv[8] == "1"
+    cfg = make_cfg(out, max_iter, period, keep, eval_period)
     default_setup(cfg, argparse.Namespace(resume=resume == "1", eval_only=False))
     trainer = Trainer(cfg).resume_or_load(resume == "1")
     print("START", trainer.start_iter, flush=True)

@@ -28,13 +28,6 @@ def _start(out, resume, max_iter, period, keep, eval_period, pause_eval_at=-1, s
                             stderr=subprocess.STDOUT, env=env, text=True)
 
 
-def _run(*args, **kw):
-    proc = _start(*args, **kw)
-    log = proc.communicate(timeout=300)[0]
-    assert proc.returncode == 0, log
-    return log
-
-
 def _kill_when(proc, path, timeout=120):
     deadline = time.time() + timeout
     while not os.path.exists(path):
@@ -51,8 +44,10 @@ def _periodic(out):
 
 # ----------------------------------------------------------------------------- item 1
 def test_new_run_in_used_output_dir_keeps_its_checkpoints_and_resumes(tmp_path):
+    from engine_run_script import Trainer, make_cfg
+
     out = str(tmp_path / "o")
-    _run(out, False, 60, 5, 2, 0)  # the older run: keeps model_0000054 and model_0000049
+    Trainer(make_cfg(out, 60, 5, 2, 0)).train()  # the older run: keeps model_0000054 and model_0000049
     assert _periodic(out) == ["model_0000049.pth", "model_0000054.pth"]
     victim = _start(out, False, 200, 5, 2, 0, slow=True)  # a new run, same folder, no --resume
     _kill_when(victim, os.path.join(out, "model_0000039.pth"))
@@ -65,10 +60,10 @@ def test_new_run_in_used_output_dir_keeps_its_checkpoints_and_resumes(tmp_path):
     assert "model_0000039.pth" in kept and len(kept) in (2, 3) and max(kept) <= "model_0000044.pth", kept
     pointer = open(os.path.join(out, "last_checkpoint")).read()
     assert pointer in kept and pointer >= "model_0000034.pth"
-    log = _run(out, True, 200, 5, 2, 0)
-    # continued after the newest checkpoint of the new run (39, or 34 when killed between its
-    # save and last_checkpoint's update), did not restart at 0
-    assert int(log.split("START ")[1].split()[0]) == int(pointer[6:13]) + 1, log
+    # --resume continues after the newest checkpoint of the new run (39, or 34 when killed between
+    # its save and last_checkpoint's update); it does not restart at 0.
+    resumed = Trainer(make_cfg(out, 200, 5, 2, 0)).resume_or_load(resume=True)
+    assert resumed.start_iter == int(pointer[6:13]) + 1 >= 35
 
 
 def test_prune_never_removes_the_file_just_written(tmp_path):
@@ -139,8 +134,11 @@ def test_evaluations_interrupted_by_a_kill_are_done_on_resume(tmp_path):
     second = _start(out, True, 12, 3, 0, 6, pause_eval_at=11)
     _kill_when(second, os.path.join(out, "eval_started_11"))
     assert not os.path.exists(os.path.join(out, "model_final.pth"))
-    log = _run(out, True, 12, 3, 0, 6)
-    assert "RESULTS True" in log, log
+    from engine_run_script import Trainer, make_cfg
+
+    Trainer.pause_eval_at = -1
+    results = Trainer(make_cfg(out, 12, 3, 0, 6)).resume_or_load(resume=True).train()
+    assert results["sem_seg"]["mIoU"] > 0
     done = [int(x) for x in open(os.path.join(out, "evaluations.txt")).read().split()]
     assert done == [5, 11]  # each owed evaluation completed once, none skipped
     best = torch.load(os.path.join(out, "model_best.pth"), weights_only=True)
