@@ -324,7 +324,11 @@ class Predictor:
     """
 
     def __init__(self, cfg, weights: Optional[str] = None, batch_size: Optional[int] = None) -> None:
+        from segkit import load_components
         from segkit.modeling import build_model
+
+        # Built-ins, then the plugins this config allows (the environment switches win).
+        load_components(list(cfg.PLUGINS.ALLOW), cfg.PLUGINS.ON_ERROR)
         from segkit.postprocess import build_inference, build_postprocessor_chain
 
         if batch_size is None:

@@ -6,7 +6,7 @@ import pytest
 from albumentations.core.transforms_interface import DualTransform
 
 from segkit.data.transforms import (
-    AlbumentationsFactory, DeepLabRandomScaleCrop, RandomScaleCrop, apply_transforms, build_transforms,
+    DeepLabRandomScaleCrop, RandomScaleCrop, apply_transforms, build_transforms,
     seed_transforms,
 )
 from segkit.registry import TRANSFORM_REGISTRY
@@ -33,9 +33,8 @@ NOT_IMAGE_MASK = {
 
 def _dual_names():
     out = []
-    for name, factory, _ in TRANSFORM_REGISTRY.entries():
-        cls = getattr(factory, "cls", None)
-        if cls is not None and issubclass(cls, DualTransform) and name not in NOT_IMAGE_MASK:
+    for name, cls, _ in TRANSFORM_REGISTRY.entries():
+        if isinstance(cls, type) and issubclass(cls, DualTransform) and name not in NOT_IMAGE_MASK:
             out.append(name)
     return out + ["DeepLabRandomScaleCrop"]
 
@@ -44,8 +43,11 @@ def test_registry_exposes_every_albumentations_transform():
     for name in ("HorizontalFlip", "ElasticTransform", "RandomBrightnessContrast", "OneOf", "SomeOf", "Affine",
                  "ColorJitter", "GaussNoise", "DeepLabRandomScaleCrop"):
         assert name in TRANSFORM_REGISTRY
-    n_albu = sum(isinstance(f, AlbumentationsFactory) for _, f, _ in TRANSFORM_REGISTRY.entries())
+    # The registered objects are the albumentations classes themselves.
+    n_albu = sum(isinstance(c, type) and c.__module__.startswith("albumentations")
+                 for _, c, _ in TRANSFORM_REGISTRY.entries())
     assert n_albu >= 100
+    assert TRANSFORM_REGISTRY.get("HorizontalFlip") is A.HorizontalFlip
     assert TRANSFORM_REGISTRY.provenance("HorizontalFlip").kind == "builtin"
 
 

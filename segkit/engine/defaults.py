@@ -25,7 +25,6 @@ from segkit.engine.checkpoint import Checkpointer, load_model_weights, restore_r
 from segkit.engine.comm import get_local_rank, get_rank, get_world_size, is_main_process
 from segkit.engine.events import ConsolePrinter, JSONWriter, TensorboardWriter
 from segkit.engine.train_loop import SimpleTrainer, TrainerBase, resolve_amp_dtype
-from segkit.registry import EVALUATOR_REGISTRY, HOOK_REGISTRY
 from segkit.utils.device import resolve_device
 
 __all__ = [
@@ -219,12 +218,14 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_dir: Optional[str] = None):
         output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, dataset_name, output_dir)
+        from segkit.evaluation.sem_seg_evaluation import build_evaluator
+
+        return build_evaluator(cfg, dataset_name, output_dir)
 
     def build_hooks(self) -> List[hooks_mod.HookBase]:
         """``hooks.DEFAULT_HOOKS`` then ``SOLVER.EXTRA_HOOKS``, each built by HOOK_REGISTRY."""
         names = list(hooks_mod.DEFAULT_HOOKS) + list(self.cfg.SOLVER.EXTRA_HOOKS)
-        return [HOOK_REGISTRY.get(n)(self.cfg, self) for n in names]
+        return [hooks_mod.build_hook(self.cfg, n, self) for n in names]
 
     def build_writers(self) -> list:
         out = self.cfg.OUTPUT_DIR

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.postprocess.permutohedral import LatticeFilter, PermutohedralLattice
+from segkit.config.configurable import configurable
 from segkit.registry import POSTPROCESSOR_REGISTRY
 
 __all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS"]
@@ -409,6 +410,7 @@ class DenseCRF:
             the appearance kernel is fed RGB, as in DeepLab.
     """
 
+    @configurable
     def __init__(
         self,
         params: Optional[CRFParams] = None,
@@ -429,10 +431,10 @@ class DenseCRF:
         self._executor: Optional[ProcessPoolExecutor] = None
 
     @classmethod
-    def from_config(cls, cfg) -> "DenseCRF":
+    def from_config(cls, cfg) -> dict:
         c = cfg.POSTPROCESS.CRF
         params = CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS)
-        return cls(params, c.BACKEND, c.NUM_WORKERS, cfg.INPUT.FORMAT)
+        return {"params": params, "backend": c.BACKEND, "num_workers": c.NUM_WORKERS, "input_format": cfg.INPUT.FORMAT}
 
     def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Refine probs (N, K, H, W) given images (N, 3, H, W) uint8 -> (N, K, H, W)."""
