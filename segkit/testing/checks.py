@@ -281,7 +281,8 @@ def check_loss(name_or_class: Any, cfg: Any = None, args: Optional[Dict[str, Any
         _fail(label, f"returned {getattr(value, 'shape', type(value).__name__)}", "Return a 0-d tensor (reduce).")
     if not _finite(value):
         _fail(label, f"returned {float(value)}", "Return a finite value (guard divisions by zero).")
-    value.backward()
+    if value.requires_grad:
+        value.backward()
     if logits.grad is None or not _finite(logits.grad) or not logits.grad.abs().sum() > 0:
         _fail(label, "gives no (or non-finite) gradient to the logits", "Compute the loss from the logits.")
     if logits.grad[0, :, :4].abs().max() > 1e-7:
