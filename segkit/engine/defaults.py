@@ -310,7 +310,9 @@ class DefaultTrainer(TrainerBase):
             # segkit.data shards the test set across processes; the evaluator sums the matrices.
             loader = cls.build_test_loader(cfg, name)
             results = inference_on_dataset(loader, evaluator, inference, post, device)
-            if pictures and is_main_process():
+            # Pictures need what SemSegEvaluator keeps (samples, class_names); the EVALUATOR
+            # contract does not require it of plugin evaluators.
+            if pictures and is_main_process() and hasattr(evaluator, "samples") and hasattr(evaluator, "class_names"):
                 cls.save_pictures(cfg, evaluator)
             prefix = "" if len(cfg.DATASETS.TEST) == 1 else f"{name}/"
             all_results.update({prefix + k: v for k, v in results.items()})
