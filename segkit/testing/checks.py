@@ -139,19 +139,20 @@ def check_backbone(name_or_class: Any, cfg: Any = None, sizes: Sequence[Tuple[in
     return backbone
 
 
-def _promised_stride(head: nn.Module, shapes: Dict[str, Any]) -> int:
+def _promised_stride(head: nn.Module, shapes: Dict[str, Any], cfg: Any) -> int:
     stride = getattr(head, "stride", None)
     if stride:
         return int(stride)
-    names = getattr(head, "in_features", None) or list(shapes)
-    return min(int(shapes[n].stride or 1) for n in names if n in shapes)
+    names = [n for n in (getattr(head, "in_features", None) or cfg.MODEL.HEAD.IN_FEATURES) if n in shapes]
+    return min(int(shapes[n].stride or 1) for n in names or shapes)
 
 
 def check_head(name_or_class: Any, cfg: Any = None, size: Tuple[int, int] = (64, 64), trace: bool = True):
     """Head: on the configured backbone's real features, logits ``(N, K, h, w)`` at its stride.
 
     The promised stride is ``head.stride`` (``SegmentationHead`` sets it), else the
-    finest stride among the maps it reads. Gradients must reach its parameters.
+    finest stride among the maps it reads (``head.in_features``, else
+    ``MODEL.HEAD.IN_FEATURES``). Gradients must reach its parameters.
     Returns the head.
     """
     from segkit.modeling import build_backbone
@@ -176,7 +177,7 @@ def check_head(name_or_class: Any, cfg: Any = None, size: Tuple[int, int] = (64,
     if not isinstance(logits, torch.Tensor):
         _fail(label, f"returned {type(out).__name__}", "Return logits (N, K, h, w) or a dict with 'sem_seg'.")
     k = cfg.MODEL.NUM_CLASSES
-    stride = _promised_stride(head, shapes)
+    stride = _promised_stride(head, shapes, cfg)
     if logits.dim() != 4 or logits.shape[:2] != (2, k):
         _fail(label, f"returned logits of shape {tuple(logits.shape)}, expected (2, {k}, h, w)",
               "Output MODEL.NUM_CLASSES channels, one per class.")
