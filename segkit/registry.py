@@ -230,6 +230,9 @@ class SegkitRegistry(_FvcoreRegistry):
             guess = close[0] if close else None
         hint = f" Did you mean '{guess}'?" if guess else ""
         listing = ", ".join(available) if available else "(nothing registered)"
+        if not _BUILTINS_REGISTERED:
+            listing += (" (segkit's built-in components are not all registered yet: call segkit.load_components(), "
+                        "as load_config/get_cfg and the tools do, or import the package that defines them)")
         return f"No object named '{name}' in {self._name}_REGISTRY.{hint} Available: {listing}."
 
     def provenance(self, name: str) -> Provenance:
@@ -267,10 +270,11 @@ _CONTRACT = """
     Failures name the component and its provenance."""
 
 
-def _make(name: str, doc: str, inputs: Tuple[str, ...] = ()) -> SegkitRegistry:
+def _make(name: str, doc: str, inputs: Tuple[str, ...] = (), constructed: bool = True) -> SegkitRegistry:
     plain = "".join(f"{i}={i}, " for i in inputs)
     call = "".join(f", {i}={i}" for i in inputs)
-    reg = SegkitRegistry(name, doc + _CONTRACT.format(inputs=call, plain=plain), inputs)
+    # DATASET and CONFIG hold plain functions that are called, not components that are built.
+    reg = SegkitRegistry(name, doc + (_CONTRACT.format(inputs=call, plain=plain) if constructed else ""), inputs)
     _ALL[name] = reg
     return reg
 
@@ -332,11 +336,14 @@ POSTPROCESSOR_REGISTRY = _make(
 )
 DATASET_REGISTRY = _make(
     "DATASET",
-    """Datasets (``DatasetCatalog``). Inputs: ``root: str`` (the dataset root; zero-argument
-    functions are accepted). Returns ``list[dict]`` records (``file_name``,
-    ``sem_seg_file_name``, ``height``, ``width``, ...); metadata (class names, palette,
-    ignore value) is attached through ``segkit.data.catalog.MetadataCatalog``.""",
+    """Datasets (``DatasetCatalog``). A registered function receives ``(root: str)`` (the
+    dataset root; zero-argument functions are accepted) and returns ``list[dict]``
+    records (``file_name``, ``sem_seg_file_name``, ``height``, ``width``, ...); metadata
+    (class names, palette, ignore value) is attached through
+    ``segkit.data.catalog.MetadataCatalog``. Records are read lazily, when a loader
+    or ``DatasetCatalog.get`` asks for them.""",
     ("root",),
+    constructed=False,
 )
 EVALUATOR_REGISTRY = _make(
     "EVALUATOR",
@@ -370,4 +377,5 @@ CONFIG_REGISTRY = _make(
     the plugin's own keys with defaults in place; it returns nothing. They run in
     ``segkit.config.get_cfg()`` so that configs using plugin keys validate. (The one
     registry whose entries receive the config itself: they write it.)""",
+    constructed=False,
 )

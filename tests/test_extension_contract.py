@@ -351,3 +351,28 @@ def test_every_tool_loads_its_config_through_the_one_entry_point():
 def test_config_keys_of_the_example_plugin_still_validate():
     cfg = get_cfg()
     assert isinstance(cfg.MODEL.LIGHT_DECODER, CfgNode)
+
+
+# ------------------------------------------------------------------ 6. existing checkpoints keep loading
+# sha1 of "key:shape" lines of build_model(cfg).state_dict(), recorded before the heads moved onto
+# SegmentationHead and the registries onto the classes themselves (commit ca066d3).
+STATE_DICT_FINGERPRINTS = {
+    "voc/fcn8s_vgg16.yaml": (38, "81861c40c4cb8bc4203738f7636486344a00294d"),
+    "voc/deeplab_v2_resnet101_aspp_l.yaml": (528, "12081b74208012156eea6985642c4162f5684e86"),
+    "voc/refinenet_resnet101.yaml": (608, "aa57b75b182139d69b8a519d066715b56fdf31f3"),
+    "voc/duc_hdc_resnet101.yaml": (528, "27fc7234e3018e3abfbcfdda4073651d2e5d87b5"),
+}
+
+
+@pytest.mark.parametrize("config", list(STATE_DICT_FINGERPRINTS))
+def test_state_dict_keys_are_unchanged(config):
+    import hashlib
+
+    from segkit.config import load_config
+    from segkit.modeling import build_model
+
+    cfg = load_config(os.path.join(ROOT, "configs", config),
+                      ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAINED", "", "MODEL.HDC.GRIDDING_CHECK", "off"])
+    sd = build_model(cfg).state_dict()
+    keys = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(sd.items()))
+    assert (len(sd), hashlib.sha1(keys.encode()).hexdigest()) == STATE_DICT_FINGERPRINTS[config]
