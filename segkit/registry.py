@@ -373,7 +373,7 @@ LR_SCHEDULER_REGISTRY = _make(
 )
 CONFIG_REGISTRY = _make(
     "CONFIG",
-    """Config extensions. A registered function is called as ``fn(cfg)`` and adds
+    """Config extensions. A registered function receives ``(cfg: CfgNode)`` and adds
     the plugin's own keys with defaults in place; it returns nothing. They run in
     ``segkit.config.get_cfg()`` so that configs using plugin keys validate. (The one
     registry whose entries receive the config itself: they write it.)""",
