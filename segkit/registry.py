@@ -230,7 +230,7 @@ class SegkitRegistry(_FvcoreRegistry):
             guess = close[0] if close else None
         hint = f" Did you mean '{guess}'?" if guess else ""
         listing = ", ".join(available) if available else "(nothing registered)"
-        if not _BUILTINS_REGISTERED:
+        if not _BUILTINS_REGISTERED and _ALL.get(self._name) is self:  # one of segkit's own registries
             listing += (" (segkit's built-in components are not all registered yet: call segkit.load_components(), "
                         "as load_config/get_cfg and the tools do, or import the package that defines them)")
         return f"No object named '{name}' in {self._name}_REGISTRY.{hint} Available: {listing}."
