@@ -42,7 +42,7 @@ def test_head(name, case):
 
 @_params("META_ARCH")
 def test_meta_arch(name, case):
-    check_meta_arch(name, case)
+    check_meta_arch(name, case, onnx=True)
 
 
 @_params("LOSS")

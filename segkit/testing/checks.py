@@ -248,12 +248,28 @@ def check_meta_arch(name_or_class: Any, cfg: Any = None, size: Tuple[int, int] =
     if trace:
         _trace_matches(label, model, (images,), logits)
     if onnx:
-        try:
-            torch.onnx.export(model, (images,), io.BytesIO(), opset_version=17, dynamo=False)
-        except Exception as exc:  # noqa: BLE001
-            _fail(label, f"does not export to ONNX ({type(exc).__name__}: {exc})",
-                  "Use operators ONNX opset 17 supports; see docs/embedding.md.")
+        _check_onnx(label, model, images, logits)
     return model
+
+
+def _check_onnx(label: str, model: nn.Module, images: torch.Tensor, logits: torch.Tensor) -> None:
+    """Export to ONNX (opset 17); with onnxruntime installed, its output must match the eager logits."""
+    buffer = io.BytesIO()
+    try:
+        torch.onnx.export(model, (images,), buffer, opset_version=17, dynamo=False,
+                          input_names=["images"], output_names=["logits"])
+    except Exception as exc:  # noqa: BLE001 - reported with the component's name
+        _fail(label, f"does not export to ONNX ({type(exc).__name__}: {exc})",
+              "Use operators ONNX opset 17 supports; see docs/embedding.md.")
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"images": images.numpy()})[0]
+    if out.shape != tuple(logits.shape) or not np.allclose(out, logits.numpy(), atol=1e-3, rtol=1e-3):
+        _fail(label, "gives different logits in ONNX Runtime than in PyTorch",
+              "Avoid operators whose ONNX export differs (e.g. align_corners=True resizes); see docs/embedding.md.")
 
 
 # ----------------------------------------------------------------------------- losses
