@@ -298,7 +298,7 @@ def _load_test_transform(cfg):
         return None
     from segkit.data import DatasetMapper
 
-    return DatasetMapper.from_config(cfg, is_train=False).pipeline
+    return DatasetMapper(cfg, is_train=False).pipeline
 
 
 class Predictor:

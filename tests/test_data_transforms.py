@@ -172,7 +172,7 @@ def test_pipeline_from_a_yaml_config_file(tmp_path):
         "    - {NAME: OneOf, ARGS: {p: 1.0, transforms: [{NAME: Blur}, {NAME: ColorJitter}]}}\n"
     )
     cfg = load_config(str(path), load_plugins=False)
-    pipe = DatasetMapper.from_config(cfg, is_train=True).pipeline
+    pipe = DatasetMapper(cfg, is_train=True).pipeline
     assert [type(t).__name__ for t in pipe.transforms] == ["RandomScaleCrop", "HorizontalFlip", "OneOf"]
     img, mask = apply_transforms(pipe, np.zeros((20, 30, 3), np.uint8), np.full((20, 30), 4, np.uint8), seed=1)
     assert img.shape == (33, 33, 3) and set(np.unique(mask).tolist()) <= {4, IGNORE}

@@ -376,3 +376,37 @@ def test_state_dict_keys_are_unchanged(config):
     sd = build_model(cfg).state_dict()
     keys = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(sd.items()))
     assert (len(sd), hashlib.sha1(keys.encode()).hexdigest()) == STATE_DICT_FINGERPRINTS[config]
+
+
+# ------------------------------------------------------------------ one construction path
+def test_from_config_is_called_only_by_the_shared_helper():
+    # Every from_config returns keyword arguments and only segkit.config.configurable calls it
+    # (subclasses extend their parent's with super().from_config).
+    import ast
+
+    callers = []
+    for folder, _dirs, files in os.walk(os.path.join(ROOT, "segkit")):
+        for f in files:
+            if not f.endswith(".py"):
+                continue
+            path = os.path.join(folder, f)
+            tree = ast.parse(open(path, encoding="utf-8").read())
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                        and node.func.attr == "from_config"
+                        and not (isinstance(node.func.value, ast.Call) and getattr(node.func.value.func, "id", "")
+                                 == "super")):
+                    callers.append(os.path.relpath(path, ROOT))
+    assert callers == [], callers
+
+
+def test_mapper_and_inference_read_the_config_the_same_way():
+    from segkit.data import DatasetMapper
+    from segkit.postprocess.inference import SegmentationInference
+
+    cfg = small_cfg()
+    assert isinstance(DatasetMapper.from_config(cfg, False), dict)
+    assert DatasetMapper(cfg, False).num_classes == cfg.MODEL.NUM_CLASSES
+    model = nn.Conv2d(3, 5, 1)
+    assert SegmentationInference.from_config(cfg, model)["model"] is model
+    assert SegmentationInference(cfg, model).model is model
