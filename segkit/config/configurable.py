@@ -117,25 +117,50 @@ def configurable(init: Optional[Callable] = None, *, from_config: Optional[Calla
     return wrapped
 
 
-def instantiate(obj: Any, cfg: Any = None, args: Optional[Mapping[str, Any]] = None, **inputs: Any) -> Any:
+def instantiate(obj: Any, cfg: Any = None, args: Optional[Mapping[str, Any]] = None, *, where: str = "",
+                **inputs: Any) -> Any:
     """Build one registered object: the construction rule shared by every registry.
 
     Args:
         obj: the registered class or function.
         cfg: the config, or None to build from ``inputs`` and ``args`` only.
         args: the entry's YAML ``ARGS`` (keyword arguments, already normalised).
+        where: how error messages name the component (default: its name).
         **inputs: what the registry supplies besides the config (``input_shape``,
             ``params``, ``trainer``...).
 
     Returns:
         ``obj(**obj.from_config(cfg, **inputs, **args))`` when ``obj`` has a
         ``from_config`` and a config is given, else ``obj(**inputs, **args)``.
+
+    Raises:
+        ComponentError: the keyword arguments do not fit ``obj``'s signature (checked
+        before calling, so errors raised inside the constructor pass unchanged).
     """
     args = dict(args or {})
     fn = from_config_of(obj)
     if fn is not None and cfg is not None:
-        return obj(**_kwargs_from_config(obj, fn, cfg, **inputs, **args))
-    return obj(**inputs, **args)
+        kwargs, source = _kwargs_from_config(obj, fn, cfg, **inputs, **args), "from_config returned"
+    else:
+        kwargs, source = {**inputs, **args}, "it was given"
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):  # no introspectable signature: let the call speak
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            hint = ("from_config must return exactly the constructor's keyword arguments." if fn is not None and
+                    cfg is not None else
+                    "Without from_config it receives the registry's inputs and its YAML ARGS as keyword arguments "
+                    "only, never the config; to read the config add a classmethod from_config(cls, cfg, ...) "
+                    "returning a dict of constructor arguments (see docs/writing_components.md).")
+            raise ComponentError(
+                f"{where or _name(obj)} cannot be built: {source} keyword arguments {sorted(kwargs)} but its "
+                f"signature is {signature}: {exc}. {hint}"
+            ) from exc
+    return obj(**kwargs)
 
 
 Expect = Union[Type, Tuple[Type, ...], Callable[[Any], Optional[str]]]
@@ -172,28 +197,15 @@ def build_component(
     obj = registry.get(name)
     where = f"{registry.name}_REGISTRY '{name}' ({registry.provenance(name).describe()})"
     try:
-        out = instantiate(obj, cfg, args, **inputs)
-    except TypeError as exc:
-        if isinstance(exc, ComponentError) or not _is_call_error(exc, obj):
+        out = instantiate(obj, cfg, args, where=where, **inputs)
+    except ComponentError as exc:
+        if str(exc).startswith(where):
             raise
-        given = sorted(set(inputs) | set(args or {}))
-        raise ComponentError(
-            f"{where} cannot be built: {exc}. Without from_config it is called with keyword arguments "
-            f"{given} only (never the config); to read the config add a classmethod "
-            "from_config(cls, cfg, ...) returning a dict of constructor arguments (see docs/writing_components.md)."
-        ) from exc
+        raise ComponentError(f"{where}: {exc}") from exc  # from_config's own contract errors
     problem = _check(out, expect, promise)
     if problem:
         raise ComponentError(f"{where} {problem}")
     return out
-
-
-def _is_call_error(exc: TypeError, obj: Any) -> bool:
-    """True when ``exc`` says the call's arguments did not fit ``obj``'s signature."""
-    text = str(exc)
-    return any(s in text for s in ("argument", "positional", "keyword")) and (
-        _name(obj).split(".")[-1] in text or "__init__()" in text or "takes" in text
-    )
 
 
 def _check(out: Any, expect: Optional[Expect], promise: str) -> Optional[str]:
