@@ -15,6 +15,7 @@ from segkit.testing import (
     ConformanceError, check_backbone, check_component, check_head, check_loss, check_meta_arch,
     check_optimizer, check_postprocessor, check_transform, small_cfg,
 )
+from test_plugins import make_dist, site  # noqa: F401  (fixture)
 
 
 # ------------------------------------------------------------------ losses
@@ -250,3 +251,26 @@ def test_kit_catches_an_optimizer_that_overrides_group_learning_rates():
 
     with pytest.raises(ConformanceError, match="changed the groups' learning rates"):
         check_optimizer(flat_sgd, small_cfg())
+
+
+# ------------------------------------------------------------------ from an installed throwaway plugin
+def test_kit_names_the_plugin_distribution_of_a_broken_component(site):  # noqa: F811
+    from segkit import plugins
+
+    make_dist(site, "broken-loss-dist", "0.1", {"broken": "broken_loss_mod"}, {"broken_loss_mod": """
+        import torch.nn.functional as F
+        from torch import nn
+        from segkit.registry import LOSS_REGISTRY
+
+        @LOSS_REGISTRY.register()
+        class OldStyleLoss(nn.Module):
+            def __init__(self, cfg, weight=1.0):  # the config positionally: the old, broken contract
+                super().__init__()
+                self.ignore_index = cfg.MODEL.IGNORE_VALUE
+
+            def forward(self, logits, target):
+                return F.cross_entropy(logits, target, ignore_index=self.ignore_index)
+        """})
+    plugins.load_plugins()
+    with pytest.raises(ConformanceError, match=r"plugin: broken-loss-dist 0\.1 .*never the config"):
+        check_loss("OldStyleLoss")
