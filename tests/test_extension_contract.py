@@ -410,3 +410,21 @@ def test_mapper_and_inference_read_the_config_the_same_way():
     model = nn.Conv2d(3, 5, 1)
     assert SegmentationInference.from_config(cfg, model)["model"] is model
     assert SegmentationInference(cfg, model).model is model
+
+
+def test_registry_and_plugins_import_nothing_above_their_layer():
+    # ARCHITECTURE.md layer 1: registries and plugin discovery import no other segkit module
+    # (not even lazily), so a lookup never drags the library in.
+    import ast
+
+    allowed = {"segkit/registry.py": set(), "segkit/plugins.py": {"segkit", "segkit.registry"}}
+    for path, ok in allowed.items():
+        tree = ast.parse(open(os.path.join(ROOT, path), encoding="utf-8").read())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("segkit"):
+                found.add(node.module if node.module != "segkit" else "segkit")
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("segkit")}
+        assert found <= ok, (path, found - ok)
+        assert "importlib.import_module" not in open(os.path.join(ROOT, path), encoding="utf-8").read()
