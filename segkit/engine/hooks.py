@@ -2,8 +2,9 @@
 metric writers and the pictures drawn at the end.
 
 Each hook is a plain class with keyword constructor arguments (usable without a
-config) and is registered in ``HOOK_REGISTRY`` through a builder receiving
-``(cfg, trainer)``; ``SOLVER.EXTRA_HOOKS`` appends more by name.
+config) and is registered in ``HOOK_REGISTRY`` through a function with plain keyword
+arguments whose ``from_config(cfg, trainer)`` returns them (the shared construction
+rule); ``SOLVER.EXTRA_HOOKS`` appends more by name.
 """
 from __future__ import annotations
 
