@@ -40,9 +40,8 @@ _MODEL_CASES: Dict[str, Dict[str, Dict[str, Any]]] = {
 TRANSFORMS_NOT_FOR_IMAGE_MASK = {
     "AtLeastOneBBoxRandomCrop", "BBoxSafeRandomCrop", "RandomSizedBBoxSafeCrop", "RandomCropNearBBox",
     "CenterCrop3D", "CoarseDropout3D", "PadIfNeeded3D", "Pad3D", "RandomCrop3D", "CubicSymmetry",
-    "Mosaic", "OverlayElements", "Lambda", "ToTensor3D", "ToTensorV2", "TextImage", "FDA",
-    "HistogramMatching", "PixelDistributionAdaptation", "TemplateTransform", "ToFloat", "FromFloat",
-    "Normalize", "ToRGB", "ToSepia", "ChannelDropout", "SelectiveChannelTransform", "OneOrOther",
+    "Mosaic", "OverlayElements", "ToTensorV2", "TextImage", "FDA",
+    "HistogramMatching", "PixelDistributionAdaptation", "ToFloat", "FromFloat", "Normalize",
 }
 # ARGS for transforms without usable defaults.
 TRANSFORM_ARGS: Dict[str, Dict[str, Any]] = {
@@ -59,6 +58,8 @@ TRANSFORM_ARGS: Dict[str, Dict[str, Any]] = {
     "SomeOf": {"n": 1, "transforms": [{"NAME": "HorizontalFlip"}, {"NAME": "Rotate", "ARGS": {"limit": 30}}]},
     "Sequential": {"transforms": [{"NAME": "HorizontalFlip"}, {"NAME": "Rotate", "ARGS": {"limit": 30}}]},
     "RandomOrder": {"transforms": [{"NAME": "HorizontalFlip"}, {"NAME": "Rotate", "ARGS": {"limit": 30}}]},
+    "OneOrOther": {"transforms": [{"NAME": "HorizontalFlip"}, {"NAME": "Rotate", "ARGS": {"limit": 30}}]},
+    "SelectiveChannelTransform": {"transforms": [{"NAME": "RandomBrightnessContrast"}], "channels": [0, 1]},
 }
 
 
