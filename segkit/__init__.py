@@ -5,7 +5,19 @@ with a dense-CRF post-processor, on CPU or GPU.
 """
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_components"]
+
+
+def load_components(allow=None, on_error=None, disabled=None):
+    """Register every built-in component, then load plugins as the switches say.
+
+    See :func:`segkit._builtins.load_components`. ``import segkit`` alone imports
+    no plugin; every entry point (``load_config``, ``get_cfg``, the tools,
+    ``segkit list``, ``Predictor``) calls this.
+    """
+    from segkit._builtins import load_components as _load
+
+    return _load(allow, on_error, disabled)
 
 
 def __getattr__(name):

@@ -13,14 +13,17 @@ from typing import List, Optional
 __all__ = ["main", "list_components"]
 
 
-def list_components(as_json: bool = False, allow: Optional[List[str]] = None, on_error: str = "raise") -> str:
-    """Render the component listing as text (or JSON)."""
-    from segkit import plugins
-    from segkit._builtins import import_builtins
+def list_components(as_json: bool = False, allow: Optional[List[str]] = None, on_error: Optional[str] = None) -> str:
+    """Render the component listing as text (or JSON).
+
+    Components are loaded by :func:`segkit.load_components` like every other entry
+    point: built-ins first, then plugins; ``SEGKIT_DISABLE_PLUGINS``,
+    ``SEGKIT_PLUGINS`` and ``SEGKIT_PLUGIN_ERRORS`` win over ``allow``/``on_error``.
+    """
+    from segkit import load_components, plugins
     from segkit.registry import all_registries
 
-    import_builtins()
-    plugins.load_plugins(allow or [], on_error)
+    load_components(allow or [], on_error or "raise", False)
     registries = {
         name: [
             {"name": k, "kind": p.kind, "provenance": p.describe(), "distribution": p.distribution, "version": p.version}
@@ -50,8 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p_list.add_argument("--allow", nargs="*", default=None, help="load only these plugins")
     p_list.add_argument(
-        "--plugin-errors", choices=("raise", "warn"), default="warn",
-        help="what a plugin that fails to import does (default: warn, so the listing shows it)",
+        "--plugin-errors", choices=("raise", "warn"), default=None,
+        help="what a plugin that fails to import does (default: warn, so the listing shows it; "
+        "SEGKIT_PLUGIN_ERRORS wins)",
     )
     return parser
 
@@ -59,7 +63,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "list":
-        print(list_components(args.json, args.allow, args.plugin_errors))
+        print(list_components(args.json, args.allow, args.plugin_errors or "warn"))
     return 0
 
 

@@ -7,15 +7,22 @@ A distribution declares, in its ``pyproject.toml``::
     # or
     my_plugin = "my_package.segkit_plugin:register"   # a callable, called with no arguments
 
-Plugins are loaded once, automatically, before the first registry lookup
-(:func:`autoload`), and explicitly by the tools (:func:`load_plugins`). Only
-installed entry points are loaded; nothing is imported from a path.
+Plugins are loaded by :func:`segkit.load_components`, which every entry point
+calls (``load_config``/``get_cfg``, every tool, ``segkit list``, ``Predictor``):
+it imports segkit's built-in components first, then calls :func:`load_plugins`
+with :func:`resolve_settings`. A registry lookup never loads anything, and
+``import segkit`` imports no plugin. Only installed entry points are loaded;
+nothing is imported from a path.
 
-Environment:
-    ``SEGKIT_DISABLE_PLUGINS=1``: no automatic loading.
-    ``SEGKIT_PLUGINS=a,b``: allow-list of entry-point (or distribution) names.
-    ``SEGKIT_PLUGIN_ERRORS=warn``: a plugin that fails to import is skipped with a
-    warning instead of raising.
+Switches, the same from every entry point; an environment variable wins over
+the config key or command-line option for the same switch:
+    ``SEGKIT_DISABLE_PLUGINS=1``: no plugin is imported at all.
+    ``SEGKIT_PLUGINS=a,b`` / ``PLUGINS.ALLOW``: allow-list of entry-point (or
+    distribution) names; empty loads every installed plugin.
+    ``SEGKIT_PLUGIN_ERRORS=warn`` / ``PLUGINS.ON_ERROR``: a plugin that fails to
+    import is skipped with a warning instead of raising. ``SystemExit`` or
+    ``KeyboardInterrupt`` raised by a plugin's import always raise
+    :class:`PluginError`.
 """
 from __future__ import annotations
 
@@ -27,16 +34,18 @@ import warnings
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from segkit import registry
 from segkit.registry import plugin_context
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PluginError",
     "PluginRecord",
-    "autoload",
     "discover",
     "load_plugins",
+    "loaded_once",
     "plugin_records",
+    "resolve_settings",
 ]
 
 ENTRY_POINT_GROUP = "segkit.plugins"
@@ -55,7 +64,7 @@ class PluginRecord:
         value: the entry point's target (``module`` or ``module:attr``).
         distribution: the distribution that declares it, and its ``version``.
         status: ``"loaded"``, ``"failed"`` (warned and skipped), ``"skipped"``
-            (not in the allow-list) or ``"disabled"`` (autoloading off).
+            (not in the allow-list) or ``"disabled"`` (plugins switched off).
         error: the failure's message, when ``status == "failed"``.
     """
 
@@ -73,7 +82,7 @@ class PluginRecord:
 
 _LOCK = threading.RLock()
 _RECORDS: Dict[str, PluginRecord] = {}
-_AUTOLOADED = False
+_LOADED_ONCE = False
 
 
 def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple:
@@ -103,12 +112,16 @@ def _load_one(ep: importlib.metadata.EntryPoint, on_error: str) -> PluginRecord:
             target = ep.load()
             if callable(target) and not isinstance(target, types.ModuleType):
                 target()
-    except Exception as exc:  # noqa: BLE001 - re-raised with context or reported
+    except BaseException as exc:  # noqa: BLE001 - re-raised with context or reported
         message = (
             f"segkit plugin '{ep.name}' (entry point '{ep.name} = {ep.value}' of distribution "
             f"{dist} {version}, group '{ENTRY_POINT_GROUP}') failed to load: "
             f"{type(exc).__name__}: {exc}"
         )
+        if not isinstance(exc, Exception):
+            # sys.exit()/KeyboardInterrupt in a plugin's import must not end the
+            # process silently (nor be skipped by "warn").
+            raise PluginError(message + " (a plugin must not exit or interrupt while it is imported)") from exc
         if on_error != "warn":
             raise PluginError(message) from exc
         warnings.warn(message + " -- skipped (plugin errors set to 'warn').", RuntimeWarning, stacklevel=3)
@@ -116,70 +129,92 @@ def _load_one(ep: importlib.metadata.EntryPoint, on_error: str) -> PluginRecord:
     return record
 
 
+def _env_flag(name: str) -> Optional[bool]:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    return raw in ("1", "true", "yes", "on")
+
+
+def resolve_settings(
+    allow: Optional[Iterable[str]] = None,
+    on_error: Optional[str] = None,
+    disabled: Optional[bool] = None,
+) -> Dict[str, object]:
+    """The plugin switches in force: environment variables over the given values.
+
+    Args:
+        allow: ``PLUGINS.ALLOW`` (or a tool's option); None or empty loads all.
+        on_error: ``PLUGINS.ON_ERROR``; None means ``"raise"``.
+        disabled: True loads no plugin.
+
+    Returns:
+        ``{"allow": list[str], "on_error": "raise"|"warn", "disabled": bool}``.
+    """
+    env_disabled = _env_flag("SEGKIT_DISABLE_PLUGINS")
+    env_allow = [s.strip() for s in os.environ.get("SEGKIT_PLUGINS", "").split(",") if s.strip()]
+    env_errors = os.environ.get("SEGKIT_PLUGIN_ERRORS", "").strip().lower()
+    return {
+        "allow": env_allow or list(allow or []),
+        "on_error": env_errors or (on_error or "raise"),
+        "disabled": bool(env_disabled if env_disabled is not None else disabled),
+    }
+
+
 def load_plugins(
     allow: Optional[Iterable[str]] = None,
     on_error: str = "raise",
+    disabled: bool = False,
 ) -> List[PluginRecord]:
     """Load installed plugins once each; later calls only load what is new.
 
-    An explicit call (from a tool) replaces the automatic loading: plugins left out
-    by ``allow`` stay unloaded.
+    Built-in components must be registered first (call
+    :func:`segkit.load_components`, which does both and honours the environment):
+    otherwise a plugin reusing a built-in name would be accepted and the built-in
+    blamed later.
 
     Args:
         allow: entry-point or distribution names to load; empty or None loads all.
         on_error: ``"raise"`` (default) raises :class:`PluginError` naming the
             distribution and entry point with the cause chained; ``"warn"`` skips
             the plugin with a warning.
+        disabled: load nothing (entry points are listed as ``"disabled"``; no
+            third-party module is imported).
 
     Returns:
         The records of every entry point seen so far.
     """
+    global _LOADED_ONCE
     if on_error not in ("raise", "warn"):
-        raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+        raise ValueError(
+            f"Plugin errors must be 'raise' or 'warn' (PLUGINS.ON_ERROR / SEGKIT_PLUGIN_ERRORS), got {on_error!r}"
+        )
+    if not registry.builtins_registered():
+        raise RuntimeError(
+            "segkit's built-in components are not registered yet, so a plugin clash would blame the built-in: "
+            "call segkit.load_components() (built-ins, then plugins) instead of segkit.plugins.load_plugins()."
+        )
     allow = list(allow or [])
     with _LOCK:
-        _mark_done()  # an explicit load replaces the automatic one
+        _LOADED_ONCE = True
         for ep in discover():
             key = f"{ep.name}={ep.value}"
             previous = _RECORDS.get(key)
             if previous is not None and previous.status in ("loaded", "failed"):
                 continue
-            if not _allowed(ep, allow):
-                dist, version = _dist_of(ep)
+            dist, version = _dist_of(ep)
+            if disabled:
+                _RECORDS[key] = PluginRecord(ep.name, ep.value, dist, version, "disabled")
+            elif not _allowed(ep, allow):
                 _RECORDS[key] = PluginRecord(ep.name, ep.value, dist, version, "skipped")
-                continue
-            _RECORDS[key] = _load_one(ep, on_error)
+            else:
+                _RECORDS[key] = _load_one(ep, on_error)
         return plugin_records()
 
 
-def autoload() -> None:
-    """Load plugins once, as the environment says; called before the first registry lookup."""
-    if _AUTOLOADED:
-        return
-    with _LOCK:
-        if _AUTOLOADED:
-            return
-        if os.environ.get("SEGKIT_DISABLE_PLUGINS", "").strip().lower() in ("1", "true", "yes"):
-            _mark_done()
-            for ep in discover():
-                dist, version = _dist_of(ep)
-                _RECORDS.setdefault(
-                    f"{ep.name}={ep.value}", PluginRecord(ep.name, ep.value, dist, version, "disabled")
-                )
-            return
-        allow = [s.strip() for s in os.environ.get("SEGKIT_PLUGINS", "").split(",") if s.strip()]
-        on_error = os.environ.get("SEGKIT_PLUGIN_ERRORS", "raise").strip().lower() or "raise"
-        load_plugins(allow, on_error)
-
-
-def _mark_done() -> None:
-    """Built-ins first (so a plugin reusing a built-in name is the one that fails), once."""
-    global _AUTOLOADED
-    if not _AUTOLOADED:
-        _AUTOLOADED = True  # set first: lookups made while importing must not recurse
-        from segkit._builtins import import_builtins
-
-        import_builtins()
+def loaded_once() -> bool:
+    """Whether :func:`load_plugins` has run in this process (explicitly or by an entry point)."""
+    return _LOADED_ONCE
 
 
 def plugin_records() -> List[PluginRecord]:
@@ -190,7 +225,7 @@ def plugin_records() -> List[PluginRecord]:
 
 def _reset_for_tests() -> None:
     """Forget what was loaded (registrations stay); tests only."""
-    global _AUTOLOADED
+    global _LOADED_ONCE
     with _LOCK:
         _RECORDS.clear()
-        _AUTOLOADED = False
+        _LOADED_ONCE = False

@@ -6,7 +6,7 @@ import pytest
 from albumentations.core.transforms_interface import DualTransform
 
 from segkit.data.transforms import (
-    AlbumentationsFactory, DeepLabRandomScaleCrop, RandomScaleCrop, apply_transforms, build_transforms,
+    DeepLabRandomScaleCrop, RandomScaleCrop, apply_transforms, build_transforms,
     seed_transforms,
 )
 from segkit.registry import TRANSFORM_REGISTRY
@@ -33,9 +33,8 @@ NOT_IMAGE_MASK = {
 
 def _dual_names():
     out = []
-    for name, factory, _ in TRANSFORM_REGISTRY.entries():
-        cls = getattr(factory, "cls", None)
-        if cls is not None and issubclass(cls, DualTransform) and name not in NOT_IMAGE_MASK:
+    for name, cls, _ in TRANSFORM_REGISTRY.entries():
+        if isinstance(cls, type) and issubclass(cls, DualTransform) and name not in NOT_IMAGE_MASK:
             out.append(name)
     return out + ["DeepLabRandomScaleCrop"]
 
@@ -44,8 +43,11 @@ def test_registry_exposes_every_albumentations_transform():
     for name in ("HorizontalFlip", "ElasticTransform", "RandomBrightnessContrast", "OneOf", "SomeOf", "Affine",
                  "ColorJitter", "GaussNoise", "DeepLabRandomScaleCrop"):
         assert name in TRANSFORM_REGISTRY
-    n_albu = sum(isinstance(f, AlbumentationsFactory) for _, f, _ in TRANSFORM_REGISTRY.entries())
+    # The registered objects are the albumentations classes themselves.
+    n_albu = sum(isinstance(c, type) and c.__module__.startswith("albumentations")
+                 for _, c, _ in TRANSFORM_REGISTRY.entries())
     assert n_albu >= 100
+    assert TRANSFORM_REGISTRY.get("HorizontalFlip") is A.HorizontalFlip
     assert TRANSFORM_REGISTRY.provenance("HorizontalFlip").kind == "builtin"
 
 
@@ -170,7 +172,7 @@ def test_pipeline_from_a_yaml_config_file(tmp_path):
         "    - {NAME: OneOf, ARGS: {p: 1.0, transforms: [{NAME: Blur}, {NAME: ColorJitter}]}}\n"
     )
     cfg = load_config(str(path), load_plugins=False)
-    pipe = DatasetMapper.from_config(cfg, is_train=True).pipeline
+    pipe = DatasetMapper(cfg, is_train=True).pipeline
     assert [type(t).__name__ for t in pipe.transforms] == ["RandomScaleCrop", "HorizontalFlip", "OneOf"]
     img, mask = apply_transforms(pipe, np.zeros((20, 30, 3), np.uint8), np.full((20, 30), 4, np.uint8), seed=1)
     assert img.shape == (33, 33, 3) and set(np.unique(mask).tolist()) <= {4, IGNORE}

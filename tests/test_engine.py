@@ -274,7 +274,7 @@ def test_config_turns_on_amp_accumulation_and_extra_hooks(tmp_path):
         def after_step(self):
             seen.append((self.trainer.iter, self.trainer._trainer.accum_steps, self.trainer.model.seen_dtype))
 
-    HOOK_REGISTRY.register(lambda cfg, trainer: Record(), name="_TestRecordHook")
+    HOOK_REGISTRY.register(lambda trainer: Record(), name="_TestRecordHook")  # no from_config: inputs only
     try:
         cfg = toy_cfg(tmp_path, MAX_ITER=3, ACCUM_STEPS=2, EXTRA_HOOKS=["_TestRecordHook"])
         cfg.SOLVER.AMP.ENABLED = True

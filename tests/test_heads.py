@@ -170,7 +170,8 @@ def test_unknown_head_suggests_the_nearest():
 
 
 def test_head_builder_must_return_a_module():
-    HEAD_REGISTRY.register(lambda cfg, shape: object(), name="_NotAModuleHead")
+    # Registered under the shared rule: no from_config, so it receives its inputs only.
+    HEAD_REGISTRY.register(lambda input_shape: object(), name="_NotAModuleHead")
     try:
         cfg = tiny_cfg({**RESNET, "HEAD": {"NAME": "_NotAModuleHead"}})
         with pytest.raises(TypeError, match="not a torch.nn.Module"):

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from segkit import plugins
+from segkit import load_components, plugins
+from segkit._builtins import import_builtins
 from segkit.config import ConfigError, get_cfg
 from segkit.registry import HEAD_REGISTRY, RegistryError, all_registries
 
@@ -30,7 +31,8 @@ def make_dist(root, dist, version, entry_points, modules):
 def site(tmp_path, monkeypatch):
     """A fresh site directory on sys.path; registries and plugin state restored afterwards."""
     saved = {n: (dict(r._obj_map), dict(r._provenance)) for n, r in all_registries().items()}
-    saved_records, saved_flag = dict(plugins._RECORDS), plugins._AUTOLOADED
+    import_builtins()  # built-ins first, as segkit.load_components does
+    saved_records, saved_flag = dict(plugins._RECORDS), plugins._LOADED_ONCE
     monkeypatch.syspath_prepend(str(tmp_path))
     importlib.invalidate_caches()
     plugins._reset_for_tests()
@@ -39,7 +41,7 @@ def site(tmp_path, monkeypatch):
         r._obj_map.clear(), r._obj_map.update(saved[n][0])
         r._provenance.clear(), r._provenance.update(saved[n][1])
     plugins._RECORDS.clear(), plugins._RECORDS.update(saved_records)
-    plugins._AUTOLOADED = saved_flag
+    plugins._LOADED_ONCE = saved_flag
 
 
 def _uid():
@@ -61,6 +63,7 @@ def test_example_plugin_is_installed_and_attributed():
         importlib.metadata.distribution("segkit-example-plugin")
     except importlib.metadata.PackageNotFoundError:
         pytest.fail("segkit-example-plugin is not installed: pip install -e plugins/segkit-example-plugin")
+    load_components()  # what every entry point (load_config, get_cfg, tools, Predictor) calls
     prov = HEAD_REGISTRY.provenance("LightDecoderHead")
     assert prov.kind == "plugin"
     assert prov.distribution == "segkit-example-plugin" and prov.version == "0.1.0"
@@ -135,7 +138,9 @@ def test_disable_switch_turns_autoload_off(site, monkeypatch):
     mod, name = _uid(), _uid()
     make_dist(site, "off-dist", "1.0", {"off": mod}, {mod: _head_module(name)})
     monkeypatch.setenv("SEGKIT_DISABLE_PLUGINS", "1")
-    assert name not in HEAD_REGISTRY  # a lookup triggers autoload, which is off
+    load_components()  # what every entry point calls
+    assert name not in HEAD_REGISTRY
+    assert mod not in sys.modules
     assert {r.name: r.status for r in plugins.plugin_records()}["off"] == "disabled"
     # Explicit loading (as tools do) still works.
     plugins.load_plugins(["off"])
@@ -147,6 +152,7 @@ def test_allow_list_loads_only_named_plugins(site, monkeypatch):
     make_dist(site, "wanted-dist", "1.0", {"wanted": m1}, {m1: _head_module(n1)})
     make_dist(site, "unwanted-dist", "1.0", {"unwanted": m2}, {m2: _head_module(n2)})
     monkeypatch.setenv("SEGKIT_PLUGINS", "wanted")
+    load_components()
     assert n1 in HEAD_REGISTRY and n2 not in HEAD_REGISTRY
     status = {r.name: r.status for r in plugins.plugin_records()}
     assert status["wanted"] == "loaded" and status["unwanted"] == "skipped"

@@ -33,18 +33,24 @@ class _TinySegmentor(nn.Module):
 
     size_divisibility = 4
 
-    def __init__(self, cfg):
+    def __init__(self, *, num_classes, ignore_value, pixel_mean, pixel_std, input_format="RGB"):
         super().__init__()
-        self.num_classes = cfg.MODEL.NUM_CLASSES
-        self.ignore_value = cfg.MODEL.IGNORE_VALUE
-        self.bgr = cfg.INPUT.FORMAT == "BGR"
-        self.register_buffer("pixel_mean", torch.tensor(cfg.MODEL.PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.MODEL.PIXEL_STD).view(1, 3, 1, 1), persistent=False)
+        self.num_classes = num_classes
+        self.ignore_value = ignore_value
+        self.bgr = input_format == "BGR"
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.pool = nn.AvgPool2d(4)
         self.classifier = nn.Conv2d(3, self.num_classes, 1)
         with torch.no_grad():  # class c = "channel c is the brightest"
             self.classifier.weight.copy_(torch.eye(3)[: self.num_classes].view(self.num_classes, 3, 1, 1) * 4.0)
             self.classifier.bias.zero_()
+
+    @classmethod
+    def from_config(cls, cfg):
+        return {"num_classes": cfg.MODEL.NUM_CLASSES, "ignore_value": cfg.MODEL.IGNORE_VALUE,
+                "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
+                "input_format": cfg.INPUT.FORMAT}
 
     def forward(self, images, targets=None):
         images = images.to(self.pixel_mean.device)

@@ -1,5 +1,5 @@
 """Configs: defaults, safe YAML loading with ``_BASE_``, validation."""
-from segkit.config.configurable import configurable
+from segkit.config.configurable import ComponentError, build_component, configurable, instantiate
 from segkit.config.config import (
     CfgNode,
     ConfigError,
@@ -9,4 +9,7 @@ from segkit.config.config import (
     save_config,
 )
 
-__all__ = ["CfgNode", "ConfigError", "configurable", "get_cfg", "load_config", "peek_plugin_settings", "save_config"]
+__all__ = [
+    "CfgNode", "ComponentError", "ConfigError", "build_component", "configurable", "get_cfg", "instantiate",
+    "load_config", "peek_plugin_settings", "save_config",
+]

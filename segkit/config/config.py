@@ -286,10 +286,17 @@ def _deep_update(dst: Dict[str, Any], src: Dict[str, Any]) -> None:
 
 
 def get_cfg() -> CfgNode:
-    """A fresh copy of segkit's defaults, with every loaded plugin's keys added."""
+    """A fresh copy of segkit's defaults, with every loaded plugin's keys added.
+
+    Makes sure components are registered first (:func:`segkit.load_components`:
+    built-ins, then plugins as the environment says, unless an entry point such as
+    :func:`load_config` already loaded them).
+    """
+    from segkit import load_components
     from segkit.config.defaults import _C
     from segkit.registry import CONFIG_REGISTRY
 
+    load_components()
     cfg = _C.clone()
     for name, add_keys, _prov in CONFIG_REGISTRY.entries():
         try:
@@ -313,14 +320,18 @@ def load_config(config_file: Optional[str] = None, opts: Iterable[str] = (), loa
     """Plugins (as the file says), then defaults, then the file, then ``KEY VALUE`` overrides.
 
     This is what the tools call: it makes plugin keys valid in the same file that
-    enables the plugin.
+    enables the plugin. Built-ins are registered first; ``SEGKIT_DISABLE_PLUGINS``,
+    ``SEGKIT_PLUGINS`` and ``SEGKIT_PLUGIN_ERRORS`` override ``PLUGINS.*`` (see
+    :mod:`segkit.plugins`). ``load_plugins=False`` loads no plugin.
     """
+    from segkit import load_components
+
     opts = list(opts)
     if load_plugins:
-        from segkit import plugins
-
         settings = peek_plugin_settings(config_file, opts)
-        plugins.load_plugins(settings["ALLOW"], settings["ON_ERROR"])
+        load_components(settings["ALLOW"], settings["ON_ERROR"], False)
+    else:
+        load_components(disabled=True)
     cfg = get_cfg()
     if config_file:
         cfg.merge_from_file(config_file)

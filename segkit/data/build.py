@@ -303,7 +303,7 @@ def build_train_loader(cfg, start_iter: int = 0, mapper: Optional[DatasetMapper]
         raise ValueError(f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} is not divisible by the {world} processes.")
     names = list(cfg.DATASETS.TRAIN)
     records = get_dataset_records(cfg, names)
-    mapper = mapper or DatasetMapper.from_config(cfg, True, names)
+    mapper = mapper or DatasetMapper(cfg, True, names)
     seed = cfg.SEED if cfg.SEED >= 0 else 0
     sampler = TrainingSampler(len(records), cfg.SOLVER.IMS_PER_BATCH // world, seed, start_iter, rank, world)
     dataset = _MappedRecords(records, mapper, cfg.DATASETS.SKIP_BAD_RECORDS, replace_bad=True)
@@ -321,7 +321,7 @@ def build_test_loader(cfg, dataset_name: str, batch_size: int = 1, mapper: Optio
     """
     rank, world = _dist_info()
     records = get_dataset_records(cfg, [dataset_name])
-    mapper = mapper or DatasetMapper.from_config(cfg, False, [dataset_name])
+    mapper = mapper or DatasetMapper(cfg, False, [dataset_name])
     dataset = _MappedRecords(records, mapper, cfg.DATASETS.SKIP_BAD_RECORDS, replace_bad=False)
     sampler = InferenceSampler(len(records), batch_size, rank, world)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate(cfg),

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import torch
 
+from segkit.config.configurable import configurable
 from segkit.data.catalog import DataError, MetadataCatalog
 from segkit.data.io import apply_label_map, read_image, read_mask, rgb_to_index
 from segkit.data.transforms import apply_transforms, build_transforms
@@ -70,6 +71,7 @@ class DatasetMapper:
     what :class:`segkit.Predictor` calls.
     """
 
+    @configurable
     def __init__(
         self,
         *,
@@ -88,13 +90,14 @@ class DatasetMapper:
         self.pipeline = build_transforms(list(transforms), self.ignore_value, mean_rgb) if transforms else None
 
     @classmethod
-    def from_config(cls, cfg, is_train: bool = True, dataset_names: Sequence[str] = ()) -> "DatasetMapper":
+    def from_config(cls, cfg, is_train: bool = True, dataset_names: Sequence[str] = ()) -> dict:
+        """Keyword arguments for ``cfg``; ``DatasetMapper(cfg, is_train, dataset_names)`` builds it."""
         per_dataset = {}
         for name in dataset_names:
             classes = MetadataCatalog.get(name).get("stuff_classes")
             if classes:
                 per_dataset[name] = len(classes)
-        return cls(
+        return dict(
             transforms=cfg.INPUT.TRAIN_TRANSFORMS if is_train else cfg.INPUT.TEST_TRANSFORMS,
             image_format=cfg.INPUT.FORMAT,
             ignore_value=cfg.MODEL.IGNORE_VALUE,

@@ -10,10 +10,12 @@ A pipeline is configured in YAML as a list of ``{NAME, ARGS}`` entries::
         - {NAME: HorizontalFlip, ARGS: {p: 0.5}}
         - {NAME: OneOf, ARGS: {transforms: [{NAME: Blur}, {NAME: GaussNoise}], p: 0.3}}
 
-Segmentation defaults are injected into every factory unless ARGS set them:
-masks are resized with nearest-neighbour interpolation, padded/filled mask
-pixels get the ignore label, and padded image pixels get the pixel mean (which
-normalises to zero, as in DeepLab's Caffe data layer).
+The registered objects are the albumentations classes themselves (and segkit's
+own). Segmentation defaults are given to every transform, built-in or plugin,
+unless ARGS set them (:func:`segmentation_defaults`): masks are resized with
+nearest-neighbour interpolation, padded/filled mask pixels get the ignore label,
+and padded image pixels get the pixel mean (which normalises to zero, as in
+DeepLab's Caffe data layer).
 """
 from __future__ import annotations
 
@@ -27,10 +29,12 @@ import numpy as np
 from albumentations.core.composition import BaseCompose
 from albumentations.core.transforms_interface import BasicTransform
 
+from segkit.config.configurable import build_component
 from segkit.registry import TRANSFORM_REGISTRY
 
 __all__ = [
     "AlbumentationsFactory", "DeepLabRandomScaleCrop", "RandomScaleCrop", "build_transform", "build_transforms",
+    "segmentation_defaults",
     "seed_transforms", "apply_transforms",
 ]
 
@@ -39,40 +43,62 @@ _COMPOSITIONS = ("OneOf", "SomeOf", "Sequential", "OneOrOther", "RandomOrder", "
 
 
 class AlbumentationsFactory:
-    """Builds one albumentations transform class with segmentation-safe defaults.
+    """Kept for code written before the classes themselves were registered.
 
-    Calling it with the YAML ``ARGS`` returns the transform. ``ignore_value`` and
-    ``pixel_mean`` (supplied by :func:`build_transforms`) become the defaults of
-    ``fill_mask`` and ``fill``; ``mask_interpolation`` defaults to nearest.
+    ``AlbumentationsFactory(cls)(ignore_value=..., pixel_mean=..., **ARGS)`` builds
+    ``cls`` with the segmentation defaults, exactly as :func:`build_transform` does.
     """
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
         self.__name__ = cls.__name__
-        self.__doc__ = f"albumentations.{cls.__name__} with segmentation defaults.\n\n{cls.__doc__ or ''}"
-        self._params = inspect.signature(cls).parameters
 
     def __call__(self, ignore_value: int = 255, pixel_mean: Optional[Sequence[float]] = None, **args: Any):
-        args = dict(args)
-        p = self._params
-        if "mask_interpolation" in p:
-            args.setdefault("mask_interpolation", cv2.INTER_NEAREST)
-        # CoarseDropout & co. default fill_mask=None (mask untouched): keep that meaning.
-        if "fill_mask" in p and p["fill_mask"].default is not None:
-            args.setdefault("fill_mask", ignore_value)
-        if "fill" in p and pixel_mean is not None and "tuple" in str(p["fill"].annotation):
-            args.setdefault("fill", tuple(float(m) for m in pixel_mean))
-        if "transforms" in args:  # compositions: nested {NAME, ARGS} entries
-            args["transforms"] = [build_transform(t, ignore_value, pixel_mean) for t in args["transforms"]]
-        try:
-            transform = self.cls(**args)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"Cannot build transform {self.cls.__name__} with ARGS {args}: {exc}") from exc
-        # Some transforms (FrequencyMasking, TimeMasking) fill the mask with 0 without
-        # exposing the argument; 0 is a real class, so point them at the ignore label.
-        if "fill_mask" not in p and getattr(transform, "fill_mask", None) is not None:
-            transform.fill_mask = ignore_value
-        return transform
+        given = set(args)
+        args = segmentation_defaults(self.cls, args, ignore_value, pixel_mean)
+        return _fill_hidden_mask(self.cls(**args), given, ignore_value)
+
+
+def _init_params(obj: Any) -> Dict[str, inspect.Parameter]:
+    try:
+        return dict(inspect.signature(obj).parameters)
+    except (TypeError, ValueError):
+        return {}
+
+
+def segmentation_defaults(obj: Any, args: Dict[str, Any], ignore_value: int = 255,
+                          pixel_mean: Optional[Sequence[float]] = None) -> Dict[str, Any]:
+    """``args`` completed with the segmentation defaults that ``obj``'s constructor accepts.
+
+    The same for built-in and plugin transforms, whatever their own defaults are:
+    ``mask_interpolation`` -> nearest; ``fill_mask`` and ``ignore_value`` -> the
+    ignore label (a ``fill_mask`` defaulting to None, "mask untouched", keeps that
+    meaning); ``fill`` (when it takes a per-channel tuple) and ``pixel_mean`` -> the
+    pixel mean. Values set in ``args`` always win.
+    """
+    args = dict(args)
+    p = _init_params(obj)
+    if "mask_interpolation" in p:
+        args.setdefault("mask_interpolation", cv2.INTER_NEAREST)
+    if "fill_mask" in p and p["fill_mask"].default is not None:
+        args.setdefault("fill_mask", ignore_value)
+    if "ignore_value" in p:
+        args.setdefault("ignore_value", ignore_value)
+    if "fill" in p and pixel_mean is not None and "tuple" in str(p["fill"].annotation).lower():
+        args.setdefault("fill", tuple(float(m) for m in pixel_mean))
+    if "pixel_mean" in p:
+        args.setdefault("pixel_mean", pixel_mean)
+    return args
+
+
+def _fill_hidden_mask(transform: Any, given: set, ignore_value: int) -> Any:
+    # Some transforms (FrequencyMasking, TimeMasking, a plugin's own DualTransform)
+    # fill the mask with a value they do not take as an argument (0 is a real class):
+    # point them at the ignore label unless ARGS chose a value.
+    if "fill_mask" not in given and "fill_mask" not in _init_params(type(transform)) \
+            and getattr(transform, "fill_mask", None) is not None:
+        transform.fill_mask = ignore_value
+    return transform
 
 
 class RandomScaleCrop(A.DualTransform):
@@ -162,8 +188,14 @@ def DeepLabRandomScaleCrop(
     return RandomScaleCrop(crop_size=crop_size, scale_range=scale_range, fill=fill, fill_mask=ignore_value, p=1.0)
 
 
-def build_transform(spec: Dict[str, Any], ignore_value: int = 255, pixel_mean: Optional[Sequence[float]] = None):
-    """One ``{NAME, ARGS}`` entry -> transform (names looked up in ``TRANSFORM_REGISTRY``)."""
+def build_transform(spec: Dict[str, Any], ignore_value: int = 255, pixel_mean: Optional[Sequence[float]] = None,
+                    cfg: Any = None):
+    """One ``{NAME, ARGS}`` entry -> transform (names looked up in ``TRANSFORM_REGISTRY``).
+
+    The shared construction rule (:func:`segkit.config.build_component`) with
+    ``ARGS`` completed by :func:`segmentation_defaults`; nested ``transforms`` of a
+    composition are built the same way first.
+    """
     if isinstance(spec, (BasicTransform, BaseCompose)):
         return spec
     if not isinstance(spec, dict) or "NAME" not in spec:
@@ -171,26 +203,21 @@ def build_transform(spec: Dict[str, Any], ignore_value: int = 255, pixel_mean: O
     unknown = set(spec) - {"NAME", "ARGS"}
     if unknown:
         raise ValueError(f"Transform entry {spec!r} has unknown keys {sorted(unknown)}; use NAME and ARGS.")
-    factory = TRANSFORM_REGISTRY.get(spec["NAME"])
+    name = spec["NAME"]
+    obj = TRANSFORM_REGISTRY.get(name)
     args = dict(spec.get("ARGS") or {})
-    accepted = _accepted_kwargs(factory)
-    if accepted is None or "ignore_value" in accepted:
-        args.setdefault("ignore_value", ignore_value)
-    if accepted is None or "pixel_mean" in accepted:
-        args.setdefault("pixel_mean", pixel_mean)
-    return factory(**args)
-
-
-def _accepted_kwargs(factory: Any) -> Optional[set]:
-    if isinstance(factory, AlbumentationsFactory):
-        return None
+    given = set(args)
+    if isinstance(args.get("transforms"), (list, tuple)):  # compositions: nested {NAME, ARGS} entries
+        args["transforms"] = [build_transform(t, ignore_value, pixel_mean, cfg) for t in args["transforms"]]
+    args = segmentation_defaults(obj, args, ignore_value, pixel_mean)
     try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return set()
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return None
-    return set(params)
+        transform = build_component(
+            TRANSFORM_REGISTRY, name, cfg, args, expect=(BasicTransform, BaseCompose),
+            promise="an albumentations transform (BasicTransform or a composition)",
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Cannot build transform {name} with ARGS {args}: {exc}") from exc
+    return _fill_hidden_mask(transform, given, ignore_value)
 
 
 def build_transforms(specs: Sequence[Dict[str, Any]], ignore_value: int = 255,
@@ -238,7 +265,7 @@ class _GridElasticDeform(A.GridElasticDeform):
     shifted by one before warping so uncovered pixels can be told apart.
     """
 
-    fill_mask = 0  # replaced by the ignore value by AlbumentationsFactory
+    fill_mask = 0  # replaced by the ignore value by build_transform
 
     def apply_to_mask(self, mask: np.ndarray, **params: Any) -> np.ndarray:
         shifted = super().apply_to_mask(mask.astype(np.uint16) + 1, **params)
@@ -257,9 +284,9 @@ def _register_albumentations() -> None:
             continue
         is_transform = issubclass(obj, BasicTransform) and name not in _BASE_CLASSES
         if is_transform or name in _COMPOSITIONS:
-            TRANSFORM_REGISTRY.register(AlbumentationsFactory(_REPLACEMENTS.get(name, obj)), name=name)
+            TRANSFORM_REGISTRY.register(_REPLACEMENTS.get(name, obj), name=name, source=__name__)
 
 
 _register_albumentations()
 TRANSFORM_REGISTRY.register(DeepLabRandomScaleCrop)
-TRANSFORM_REGISTRY.register(AlbumentationsFactory(RandomScaleCrop), name="RandomScaleCrop")
+TRANSFORM_REGISTRY.register(RandomScaleCrop)

@@ -40,7 +40,6 @@ from segkit.engine.train_loop import SimpleTrainer, TrainerBase, resolve_amp_dty
 from segkit.evaluation import inference_on_dataset, postprocessed_key
 from segkit.modeling import build_model
 from segkit.modeling.losses import class_stats_file
-from segkit.registry import EVALUATOR_REGISTRY, HOOK_REGISTRY
 from segkit.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from segkit.utils.device import resolve_device
 
@@ -241,12 +240,14 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_dir: Optional[str] = None):
         output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference")
-        return EVALUATOR_REGISTRY.get(cfg.TEST.EVALUATOR)(cfg, dataset_name, output_dir)
+        from segkit.evaluation.sem_seg_evaluation import build_evaluator
+
+        return build_evaluator(cfg, dataset_name, output_dir)
 
     def build_hooks(self) -> List[hooks_mod.HookBase]:
         """``hooks.DEFAULT_HOOKS`` then ``SOLVER.EXTRA_HOOKS``, each built by HOOK_REGISTRY."""
         names = list(hooks_mod.DEFAULT_HOOKS) + list(self.cfg.SOLVER.EXTRA_HOOKS)
-        return [HOOK_REGISTRY.get(n)(self.cfg, self) for n in names]
+        return [hooks_mod.build_hook(self.cfg, n, self) for n in names]
 
     def build_writers(self) -> list:
         out = self.cfg.OUTPUT_DIR
@@ -338,7 +339,9 @@ class DefaultTrainer(TrainerBase):
             # segkit.data shards the test set across processes; the evaluator sums the matrices.
             loader = cls.build_test_loader(cfg, name)
             results = inference_on_dataset(loader, evaluator, pipeline.inference, post)
-            if pictures and is_main_process():
+            # Pictures need what SemSegEvaluator keeps (samples, class_names); the EVALUATOR
+            # contract does not require it of plugin evaluators.
+            if pictures and is_main_process() and hasattr(evaluator, "samples") and hasattr(evaluator, "class_names"):
                 cls.save_pictures(cfg, evaluator)
             prefix = "" if len(cfg.DATASETS.TEST) == 1 else f"{name}/"
             all_results.update({prefix + k: v for k, v in results.items()})

@@ -2,8 +2,9 @@
 metric writers and the pictures drawn at the end.
 
 Each hook is a plain class with keyword constructor arguments (usable without a
-config) and is registered in ``HOOK_REGISTRY`` through a builder receiving
-``(cfg, trainer)``; ``SOLVER.EXTRA_HOOKS`` appends more by name.
+config) and is registered in ``HOOK_REGISTRY`` through a function with plain keyword
+arguments whose ``from_config(cfg, trainer)`` returns them (the shared construction
+rule); ``SOLVER.EXTRA_HOOKS`` appends more by name.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from segkit.config.configurable import build_component, configurable
 from segkit.engine.checkpoint import Checkpointer, resume_state
 from segkit.engine.comm import is_main_process
 from segkit.engine.train_loop import HookBase
@@ -29,6 +31,7 @@ __all__ = [
     "BestCheckpointer",
     "PeriodicWriter",
     "TrainingCurves",
+    "build_hook",
     "flatten_results",
 ]
 
@@ -218,46 +221,83 @@ class TrainingCurves(HookBase):
 
 
 # ----------------------------------------------------------------------------- registry
+# The shared construction rule (segkit.config.build_component): each registered
+# function takes plain keyword arguments, and its ``from_config(cfg, trainer)``
+# returns them. A function may return None to add no hook.
 @HOOK_REGISTRY.register(name="IterationTimer")
-def _build_iteration_timer(cfg, trainer) -> IterationTimer:
+@configurable(from_config=lambda cfg, trainer: {})
+def iteration_timer() -> IterationTimer:
     return IterationTimer()
 
 
 @HOOK_REGISTRY.register(name="LRScheduler")
-def _build_lr_scheduler_hook(cfg, trainer) -> LRScheduler:
-    return LRScheduler(trainer.optimizer, trainer.scheduler)
+@configurable(from_config=lambda cfg, trainer: {"optimizer": trainer.optimizer, "scheduler": trainer.scheduler})
+def lr_scheduler_hook(optimizer, scheduler) -> LRScheduler:
+    return LRScheduler(optimizer, scheduler)
+
+
+def _periodic_checkpointer_args(cfg, trainer) -> dict:
+    return {"checkpointer": trainer.checkpointer, "period": cfg.SOLVER.CHECKPOINT_PERIOD,
+            "max_iter": cfg.SOLVER.MAX_ITER, "max_to_keep": cfg.SOLVER.MAX_TO_KEEP}
 
 
 @HOOK_REGISTRY.register(name="PeriodicCheckpointer")
-def _build_periodic_checkpointer(cfg, trainer) -> PeriodicCheckpointer:
-    return PeriodicCheckpointer(trainer.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, cfg.SOLVER.MAX_ITER,
-                                cfg.SOLVER.MAX_TO_KEEP)
+@configurable(from_config=_periodic_checkpointer_args)
+def periodic_checkpointer(checkpointer, period, max_iter, max_to_keep) -> PeriodicCheckpointer:
+    return PeriodicCheckpointer(checkpointer, period, max_iter, max_to_keep)
+
+
+def _eval_hook_args(cfg, trainer) -> dict:
+    return {"period": cfg.TEST.EVAL_PERIOD, "eval_function": trainer.evaluate_during_training,
+            "max_iter": cfg.SOLVER.MAX_ITER}
 
 
 @HOOK_REGISTRY.register(name="EvalHook")
-def _build_eval_hook(cfg, trainer) -> EvalHook:
-    return EvalHook(cfg.TEST.EVAL_PERIOD, trainer.evaluate_during_training, cfg.SOLVER.MAX_ITER)
+@configurable(from_config=_eval_hook_args)
+def eval_hook(period, eval_function, max_iter) -> EvalHook:
+    return EvalHook(period, eval_function, max_iter)
+
+
+def _best_checkpointer_args(cfg, trainer) -> dict:
+    return {"checkpointer": trainer.checkpointer, "metric": cfg.TEST.BEST_METRIC, "mode": cfg.TEST.BEST_MODE}
 
 
 @HOOK_REGISTRY.register(name="BestCheckpointer")
-def _build_best_checkpointer(cfg, trainer) -> Optional[BestCheckpointer]:
-    if not cfg.TEST.BEST_METRIC:
-        return None
-    return BestCheckpointer(trainer.checkpointer, cfg.TEST.BEST_METRIC, cfg.TEST.BEST_MODE)
+@configurable(from_config=_best_checkpointer_args)
+def best_checkpointer(checkpointer, metric, mode) -> Optional[BestCheckpointer]:
+    return BestCheckpointer(checkpointer, metric, mode) if metric else None
 
 
 @HOOK_REGISTRY.register(name="PeriodicWriter")
-def _build_periodic_writer(cfg, trainer) -> Optional[PeriodicWriter]:
+@configurable(from_config=lambda cfg, trainer: {"writers": trainer.build_writers, "period": cfg.SOLVER.LOG_PERIOD})
+def periodic_writer(writers, period) -> Optional[PeriodicWriter]:
+    """``writers``: a list, or a function making it (called on the main process only)."""
     if not is_main_process():
         return None
-    return PeriodicWriter(trainer.build_writers(), cfg.SOLVER.LOG_PERIOD)
+    return PeriodicWriter(writers() if callable(writers) else writers, period)
+
+
+def _training_curves_args(cfg, trainer) -> dict:
+    return {"metrics_file": os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"),
+            "out_dir": os.path.join(cfg.OUTPUT_DIR, "pictures"),
+            "metric_names": [cfg.TEST.BEST_METRIC] if cfg.TEST.BEST_METRIC else []}
 
 
 @HOOK_REGISTRY.register(name="TrainingCurves")
-def _build_training_curves(cfg, trainer) -> TrainingCurves:
-    metrics = [cfg.TEST.BEST_METRIC] if cfg.TEST.BEST_METRIC else []
-    return TrainingCurves(os.path.join(cfg.OUTPUT_DIR, "metrics.jsonl"), os.path.join(cfg.OUTPUT_DIR, "pictures"),
-                          metrics)
+@configurable(from_config=_training_curves_args)
+def training_curves(metrics_file, out_dir, metric_names) -> TrainingCurves:
+    return TrainingCurves(metrics_file, out_dir, metric_names)
+
+
+def build_hook(cfg, name: str, trainer) -> Optional[HookBase]:
+    """The hook registered as ``name`` for ``trainer`` (None when its builder adds none)."""
+    return build_component(HOOK_REGISTRY, name, cfg, expect=_is_hook, trainer=trainer)
+
+
+def _is_hook(obj: Any) -> Optional[str]:
+    if obj is None or isinstance(obj, HookBase):
+        return None
+    return f"built {type(obj).__name__}, which is not a segkit.engine.HookBase (subclass it) or None."
 
 
 # EvalHook and BestCheckpointer run before PeriodicCheckpointer: a checkpoint is written only

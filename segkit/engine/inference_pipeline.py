@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from segkit import load_components
 from segkit.data.mapper import DatasetMapper
 from segkit.data.registration import setup_datasets
 from segkit.engine.checkpoint import load_model_weights
@@ -104,6 +105,8 @@ def build_inference_pipeline(cfg, weights: Optional[str] = None, *, model: Optio
     Returns:
         An :class:`InferencePipeline`.
     """
+    # Built-ins, then the plugins this config allows (the environment switches win).
+    load_components(list(cfg.PLUGINS.ALLOW), cfg.PLUGINS.ON_ERROR)
     setup_datasets(cfg)
     loaded = ""
     if model is None:
@@ -112,8 +115,8 @@ def build_inference_pipeline(cfg, weights: Optional[str] = None, *, model: Optio
         model = prepare_model_for_inference(cfg, model)
     return InferencePipeline(
         model=model,
-        mapper=DatasetMapper.from_config(cfg, is_train=False),
-        inference=SegmentationInference.from_config(cfg, model),
+        mapper=DatasetMapper(cfg, is_train=False),
+        inference=SegmentationInference(cfg, model),
         postprocess=build_postprocessor_chain(cfg),
         metadata=pipeline_metadata(cfg),
         weights=loaded,

@@ -24,10 +24,11 @@ from segkit.evaluation.metrics import (
     format_per_class_table,
     metrics_from_confusion,
 )
+from segkit.config.configurable import build_component, configurable
 from segkit.registry import EVALUATOR_REGISTRY
 from segkit.utils.fileio import atomic_write
 
-__all__ = ["SemSegEvaluator", "build_sem_seg_evaluator", "inference_on_dataset", "RAW_KEY", "postprocessed_key"]
+__all__ = ["SemSegEvaluator", "build_evaluator", "build_sem_seg_evaluator", "inference_on_dataset", "RAW_KEY", "postprocessed_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class SemSegEvaluator:
             first batches to keep in :attr:`samples` for pictures (main process only).
     """
 
+    @configurable
     def __init__(
         self,
         num_classes: int,
@@ -79,7 +81,7 @@ class SemSegEvaluator:
         self.reset()
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None, **kwargs: Any) -> "SemSegEvaluator":
+    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None, **kwargs: Any) -> dict:
         """Class names from the dataset's metadata (:func:`segkit.data.dataset_classes`), else ``"0".."K-1"``.
 
         The class count was checked against ``MODEL.NUM_CLASSES`` once at set-up
@@ -88,7 +90,8 @@ class SemSegEvaluator:
         """
         names, _, _ = dataset_classes(cfg, [dataset_name])
         kwargs.setdefault("num_samples_kept", cfg.TEST.VIS_NUM_IMAGES)
-        return cls(cfg.MODEL.NUM_CLASSES, names, cfg.MODEL.IGNORE_VALUE, output_dir, dataset_name, **kwargs)
+        return {"num_classes": cfg.MODEL.NUM_CLASSES, "class_names": names, "ignore_value": cfg.MODEL.IGNORE_VALUE,
+                "output_dir": output_dir, "dataset_name": dataset_name, **kwargs}
 
     def reset(self) -> None:
         """Forget everything counted so far."""
@@ -164,10 +167,24 @@ class SemSegEvaluator:
         return atomic_write(path, json.dumps(payload, indent=2))
 
 
-@EVALUATOR_REGISTRY.register(name="SemSegEvaluator")
+EVALUATOR_REGISTRY.register(SemSegEvaluator)
+
+
+def _is_evaluator(obj: Any) -> Optional[str]:
+    missing = [m for m in ("reset", "process", "evaluate") if not callable(getattr(obj, m, None))]
+    return f"built {type(obj).__name__}, which lacks {missing}; an evaluator needs reset(), process(inputs, " \
+           "outputs) and evaluate() -> dict." if missing else None
+
+
+def build_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None, name: Optional[str] = None):
+    """The evaluator ``TEST.EVALUATOR`` (or ``name``) for ``dataset_name``, writing into ``output_dir``."""
+    return build_component(EVALUATOR_REGISTRY, name or cfg.TEST.EVALUATOR, cfg, expect=_is_evaluator,
+                           dataset_name=dataset_name, output_dir=output_dir)
+
+
 def build_sem_seg_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> SemSegEvaluator:
-    """Registry entry: ``SemSegEvaluator.from_config(cfg, dataset_name, output_dir)``."""
-    return SemSegEvaluator.from_config(cfg, dataset_name, output_dir)
+    """``SemSegEvaluator(cfg, dataset_name, output_dir)``; kept for code written before the class was registered."""
+    return SemSegEvaluator(cfg, dataset_name, output_dir)
 
 
 def inference_on_dataset(

@@ -7,6 +7,9 @@ from segkit.modeling.backbone import VGG, Backbone, ResNet, build_backbone
 from segkit.modeling.heads import DeepLabV2Head, FCNHead, build_head
 from segkit.modeling.meta_arch import MultiScaleSegmentor, SemanticSegmentor, build_model
 
+# Importing the package registers every modeling built-in, losses included.
+from segkit.modeling import losses  # noqa: E402,F401  (after meta_arch: losses may import modeling)
+
 __all__ = [
     "Backbone",
     "build_backbone",

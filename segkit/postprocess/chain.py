@@ -5,6 +5,7 @@ from typing import Callable, List, Sequence
 
 import torch
 
+from segkit.config.configurable import build_component
 from segkit.registry import POSTPROCESSOR_REGISTRY
 
 __all__ = ["PostprocessorChain", "build_postprocessor", "build_postprocessor_chain"]
@@ -44,9 +45,16 @@ class PostprocessorChain:
 
 
 def build_postprocessor(cfg, name: str) -> PostProcessor:
-    """Build the post-processor registered as ``name`` (``from_config(cfg)`` if it has one)."""
-    obj = POSTPROCESSOR_REGISTRY.get(name)
-    return obj.from_config(cfg) if hasattr(obj, "from_config") else obj(cfg)
+    """Build the post-processor registered as ``name`` (the shared rule of
+    :func:`segkit.config.build_component`: ``obj(**obj.from_config(cfg))``, or ``obj()``)."""
+    return build_component(POSTPROCESSOR_REGISTRY, name, cfg, expect=_is_postprocessor)
+
+
+def _is_postprocessor(obj) -> "str | None":
+    if callable(obj) and not isinstance(obj, type):
+        return None
+    return (f"built {type(obj).__name__}, which is not callable as (probs (N, K, H, W), images (N, 3, H, W)) "
+            "-> probs; return an object with __call__ (from_config must return a dict of constructor arguments).")
 
 
 def build_postprocessor_chain(cfg) -> PostprocessorChain:

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.postprocess.permutohedral import LatticeFilter, PermutohedralLattice
+from segkit.config.configurable import configurable
 from segkit.registry import POSTPROCESSOR_REGISTRY
 
 __all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS",
@@ -437,6 +438,7 @@ class DenseCRF:
     what the appearance kernel is fed, as in DeepLab.
     """
 
+    @configurable
     def __init__(
         self,
         params: Optional[CRFParams] = None,
@@ -449,10 +451,10 @@ class DenseCRF:
         self._executor: Optional[ProcessPoolExecutor] = None
 
     @classmethod
-    def from_config(cls, cfg) -> "DenseCRF":
+    def from_config(cls, cfg) -> dict:
         c = cfg.POSTPROCESS.CRF
         params = CRFParams(c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS)
-        return cls(params, c.BACKEND, c.NUM_WORKERS)
+        return {"params": params, "backend": c.BACKEND, "num_workers": c.NUM_WORKERS}
 
     def __call__(self, probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """Refine probs (N, K, H, W) given RGB images (N, 3, H, W) uint8 -> (N, K, H, W)."""

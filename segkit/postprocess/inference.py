@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segkit.postprocess.chain import build_postprocessor_chain
+from segkit.config.configurable import configurable
 
 __all__ = ["SegmentationInference", "build_inference", "window_starts"]
 
@@ -57,6 +58,7 @@ class SegmentationInference:
             (e.g. the CRF chain).
     """
 
+    @configurable
     def __init__(
         self,
         model: nn.Module,
@@ -89,10 +91,11 @@ class SegmentationInference:
         self.postprocessor = postprocessor
 
     @classmethod
-    def from_config(cls, cfg, model: nn.Module, postprocessor=None) -> "SegmentationInference":
+    def from_config(cls, cfg, model: nn.Module, postprocessor=None) -> dict:
+        """Keyword arguments for ``cfg``; ``SegmentationInference(cfg, model)`` builds it."""
         aug, sw = cfg.TEST.AUG, cfg.TEST.SLIDING_WINDOW
-        return cls(
-            model,
+        return dict(
+            model=model,
             scales=aug.SCALES if aug.ENABLED else (1.0,),
             flip=aug.FLIP if aug.ENABLED else False,
             crop_size=tuple(sw.CROP_SIZE) if sw.ENABLED else None,
@@ -184,4 +187,4 @@ def build_inference(cfg, model: nn.Module, postprocess: bool = False) -> Segment
     """
     model.eval()
     chain = build_postprocessor_chain(cfg) if postprocess else None
-    return SegmentationInference.from_config(cfg, model, postprocessor=chain or None)
+    return SegmentationInference(cfg, model, postprocessor=chain or None)

@@ -7,6 +7,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from segkit.config.configurable import build_component, configurable
 from segkit.registry import OPTIMIZER_REGISTRY
 
 __all__ = ["NORM_TYPES", "build_optimizer", "clip_gradients", "get_param_groups", "param_group_rules_from_config"]
@@ -123,20 +124,35 @@ def get_param_groups(
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
 
 
-@OPTIMIZER_REGISTRY.register(name="SGD")
-def build_sgd(cfg, param_groups: List[Dict[str, Any]]) -> torch.optim.Optimizer:
-    """SGD with momentum (FCN sec. 4, DeepLab v2 sec. 4: momentum 0.9)."""
+def _sgd_args(cfg, params: List[Dict[str, Any]]) -> Dict[str, Any]:
     s = cfg.SOLVER
-    return torch.optim.SGD(param_groups, lr=s.BASE_LR, momentum=s.MOMENTUM, nesterov=s.NESTEROV,
-                           weight_decay=s.WEIGHT_DECAY)
+    return {"params": params, "lr": s.BASE_LR, "momentum": s.MOMENTUM, "nesterov": s.NESTEROV,
+            "weight_decay": s.WEIGHT_DECAY}
+
+
+@OPTIMIZER_REGISTRY.register(name="SGD")
+@configurable(from_config=_sgd_args)
+def sgd(params: List[Dict[str, Any]], lr: float, momentum: float = 0.9, nesterov: bool = False,
+        weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """SGD with momentum (FCN sec. 4, DeepLab v2 sec. 4: momentum 0.9)."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def _adamw_args(cfg, params: List[Dict[str, Any]]) -> Dict[str, Any]:
+    s = cfg.SOLVER
+    return {"params": params, "lr": s.BASE_LR, "betas": tuple(s.ADAM_BETAS), "eps": s.ADAM_EPS,
+            "weight_decay": s.WEIGHT_DECAY}
 
 
 @OPTIMIZER_REGISTRY.register(name="AdamW")
-def build_adamw(cfg, param_groups: List[Dict[str, Any]]) -> torch.optim.Optimizer:
+@configurable(from_config=_adamw_args)
+def adamw(params: List[Dict[str, Any]], lr: float, betas=(0.9, 0.999), eps: float = 1e-8,
+          weight_decay: float = 0.0) -> torch.optim.Optimizer:
     """AdamW (decoupled weight decay)."""
-    s = cfg.SOLVER
-    return torch.optim.AdamW(param_groups, lr=s.BASE_LR, betas=tuple(s.ADAM_BETAS), eps=s.ADAM_EPS,
-                             weight_decay=s.WEIGHT_DECAY)
+    return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+
+
+build_sgd, build_adamw = sgd, adamw  # names used before the shared construction rule
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
@@ -150,11 +166,8 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     if not groups:
         raise ValueError("The model has no trainable parameters (check MODEL.BACKBONE.FREEZE_AT).")
-    optimizer = OPTIMIZER_REGISTRY.get(s.OPTIMIZER)(cfg, groups)
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"OPTIMIZER_REGISTRY['{s.OPTIMIZER}'] returned {type(optimizer).__name__}, "
-                        "not a torch.optim.Optimizer.")
-    return optimizer
+    return build_component(OPTIMIZER_REGISTRY, s.OPTIMIZER, cfg, params=groups,
+                           expect=torch.optim.Optimizer, promise="a torch.optim.Optimizer")
 
 
 def clip_gradients(cfg, parameters: Iterable[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -10,7 +10,7 @@ rate, ``where = iteration / SOLVER.MAX_ITER``; warmup multiplies it further:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 import torch
 from fvcore.common.param_scheduler import (
@@ -21,6 +21,7 @@ from fvcore.common.param_scheduler import (
 )
 from torch.optim.lr_scheduler import LRScheduler
 
+from segkit.config.configurable import build_component, configurable
 from segkit.registry import LR_SCHEDULER_REGISTRY
 
 __all__ = ["LRMultiplier", "WarmupParamScheduler", "build_lr_scheduler", "with_warmup"]
@@ -124,43 +125,63 @@ def with_warmup(cfg, multiplier: ParamScheduler) -> ParamScheduler:
     return WarmupParamScheduler(multiplier, s.WARMUP_FACTOR, warmup / s.MAX_ITER, s.WARMUP_METHOD.lower())
 
 
-def _scheduler(cfg, optimizer, multiplier: ParamScheduler) -> LRMultiplier:
-    return LRMultiplier(optimizer, with_warmup(cfg, multiplier), cfg.SOLVER.MAX_ITER)
+def _schedule_args(cfg, optimizer) -> Dict[str, Any]:
+    """What every built-in schedule reads: the optimizer, MAX_ITER and the warm-up keys."""
+    s = cfg.SOLVER
+    return {"optimizer": optimizer, "max_iter": s.MAX_ITER, "warmup_iters": s.WARMUP_ITERS,
+            "warmup_factor": s.WARMUP_FACTOR, "warmup_method": s.WARMUP_METHOD}
+
+
+def _scheduler(optimizer, multiplier: ParamScheduler, max_iter: int, warmup_iters: int = 0,
+               warmup_factor: float = 0.001, warmup_method: str = "linear") -> LRMultiplier:
+    if warmup_iters > 0:
+        if warmup_iters > max_iter:
+            raise ValueError(f"SOLVER.WARMUP_ITERS ({warmup_iters}) exceeds SOLVER.MAX_ITER ({max_iter}).")
+        multiplier = WarmupParamScheduler(multiplier, warmup_factor, warmup_iters / max_iter, warmup_method.lower())
+    return LRMultiplier(optimizer, multiplier, max_iter)
 
 
 @LR_SCHEDULER_REGISTRY.register(name="PolyLR")
-def build_poly(cfg, optimizer) -> LRMultiplier:
+@configurable(from_config=lambda cfg, optimizer: {**_schedule_args(cfg, optimizer), "power": cfg.SOLVER.POLY_POWER})
+def poly_lr(optimizer, max_iter: int, power: float = 0.9, **warmup: Any) -> LRMultiplier:
     """DeepLab's "poly" policy (DeepLab v2 sec. 4.1): ``(1 - it / MAX_ITER) ** POLY_POWER``."""
-    return _scheduler(cfg, optimizer, PolynomialDecayParamScheduler(1.0, cfg.SOLVER.POLY_POWER))
+    return _scheduler(optimizer, PolynomialDecayParamScheduler(1.0, power), max_iter, **warmup)
+
+
+def _multistep_args(cfg, optimizer) -> Dict[str, Any]:
+    return {**_schedule_args(cfg, optimizer), "steps": [int(x) for x in cfg.SOLVER.STEPS], "gamma": cfg.SOLVER.GAMMA}
 
 
 @LR_SCHEDULER_REGISTRY.register(name="MultiStepLR")
-def build_multistep(cfg, optimizer) -> LRMultiplier:
+@configurable(from_config=_multistep_args)
+def multistep_lr(optimizer, max_iter: int, steps: Sequence[int], gamma: float = 0.1, **warmup: Any) -> LRMultiplier:
     """Multiply by ``GAMMA`` at each iteration of ``SOLVER.STEPS``."""
-    s = cfg.SOLVER
-    steps = [int(x) for x in s.STEPS]
-    if any(b <= a for a, b in zip(steps, steps[1:])) or any(not 0 < x < s.MAX_ITER for x in steps):
-        raise ValueError(f"SOLVER.STEPS must increase strictly and lie in (0, MAX_ITER={s.MAX_ITER}); got {steps}.")
-    values = [s.GAMMA**i for i in range(len(steps) + 1)]
-    return _scheduler(cfg, optimizer, MultiStepParamScheduler(values, num_updates=s.MAX_ITER, milestones=steps))
+    steps = [int(x) for x in steps]
+    if any(b <= a for a, b in zip(steps, steps[1:])) or any(not 0 < x < max_iter for x in steps):
+        raise ValueError(f"SOLVER.STEPS must increase strictly and lie in (0, MAX_ITER={max_iter}); got {steps}.")
+    values = [gamma**i for i in range(len(steps) + 1)]
+    return _scheduler(optimizer, MultiStepParamScheduler(values, num_updates=max_iter, milestones=steps),
+                      max_iter, **warmup)
 
 
 @LR_SCHEDULER_REGISTRY.register(name="CosineLR")
-def build_cosine(cfg, optimizer) -> LRMultiplier:
+@configurable(from_config=_schedule_args)
+def cosine_lr(optimizer, max_iter: int, **warmup: Any) -> LRMultiplier:
     """Half-cosine decay from 1 to 0 over MAX_ITER."""
-    return _scheduler(cfg, optimizer, CosineParamScheduler(1.0, 0.0))
+    return _scheduler(optimizer, CosineParamScheduler(1.0, 0.0), max_iter, **warmup)
 
 
 @LR_SCHEDULER_REGISTRY.register(name="ConstantLR")
-def build_constant(cfg, optimizer) -> LRMultiplier:
+@configurable(from_config=_schedule_args)
+def constant_lr(optimizer, max_iter: int, **warmup: Any) -> LRMultiplier:
     """A fixed learning rate (FCN sec. 4.2 trains with a fixed rate)."""
-    return _scheduler(cfg, optimizer, _ConstantOne())
+    return _scheduler(optimizer, _ConstantOne(), max_iter, **warmup)
+
+
+build_poly, build_multistep, build_cosine, build_constant = poly_lr, multistep_lr, cosine_lr, constant_lr
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRScheduler:
     """The schedule ``SOLVER.LR_SCHEDULER_NAME`` for ``optimizer``, stepped once per iteration."""
-    scheduler = LR_SCHEDULER_REGISTRY.get(cfg.SOLVER.LR_SCHEDULER_NAME)(cfg, optimizer)
-    if not isinstance(scheduler, LRScheduler):
-        raise TypeError(f"LR_SCHEDULER_REGISTRY['{cfg.SOLVER.LR_SCHEDULER_NAME}'] returned "
-                        f"{type(scheduler).__name__}, not a torch LRScheduler.")
-    return scheduler
+    return build_component(LR_SCHEDULER_REGISTRY, cfg.SOLVER.LR_SCHEDULER_NAME, cfg, optimizer=optimizer,
+                           expect=LRScheduler, promise="a torch.optim.lr_scheduler.LRScheduler")

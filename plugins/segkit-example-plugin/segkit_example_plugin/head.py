@@ -7,6 +7,7 @@ from torch import nn
 
 from segkit.config import CfgNode, configurable
 from segkit.layers import ShapeSpec
+from segkit.modeling.heads import SegmentationHead
 from segkit.registry import CONFIG_REGISTRY, HEAD_REGISTRY
 
 
@@ -21,7 +22,7 @@ def add_light_decoder_config(cfg: CfgNode) -> None:
 
 
 @HEAD_REGISTRY.register()
-class LightDecoderHead(nn.Module):
+class LightDecoderHead(SegmentationHead):
     """Project a fine and a coarse feature map, upsample the coarse one, add, classify.
 
     Args:
@@ -35,10 +36,10 @@ class LightDecoderHead(nn.Module):
     @configurable
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features, num_classes: int,
                  channels: int = 64, dropout: float = 0.1):
-        super().__init__()
         if len(in_features) != 2:
             raise ValueError(f"LightDecoderHead needs two IN_FEATURES [fine, coarse], got {in_features}")
-        self.in_features = list(in_features)
+        # The base class checks the names against the backbone, keeps num_classes and the stride.
+        super().__init__(input_shape=input_shape, in_features=in_features, num_classes=num_classes)
         fine, coarse = (input_shape[n] for n in self.in_features)
         self.fine_proj = nn.Sequential(nn.Conv2d(fine.channels, channels, 1, bias=False),
                                        nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
@@ -52,9 +53,7 @@ class LightDecoderHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape):
         return {
-            "input_shape": input_shape,
-            "in_features": list(cfg.MODEL.HEAD.IN_FEATURES),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
+            **super().from_config(cfg, input_shape),  # input_shape, IN_FEATURES, NUM_CLASSES
             "channels": cfg.MODEL.LIGHT_DECODER.CHANNELS,
             "dropout": cfg.MODEL.LIGHT_DECODER.DROPOUT,
         }

@@ -7,6 +7,7 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
+from segkit.config.configurable import build_component
 from segkit.layers import ShapeSpec
 from segkit.registry import BACKBONE_REGISTRY
 
@@ -40,13 +41,10 @@ def build_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> Backbone:
     """Build ``cfg.MODEL.BACKBONE.NAME`` from BACKBONE_REGISTRY."""
     if input_shape is None:
         input_shape = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))
-    name = cfg.MODEL.BACKBONE.NAME
-    backbone = BACKBONE_REGISTRY.get(name)(cfg, input_shape)
-    if not isinstance(backbone, Backbone):
-        raise TypeError(
-            f"Backbone '{name}' ({BACKBONE_REGISTRY.provenance(name).describe()}) returned "
-            f"{type(backbone).__name__}, which is not a segkit.modeling.backbone.Backbone."
-        )
+    backbone = build_component(
+        BACKBONE_REGISTRY, cfg.MODEL.BACKBONE.NAME, cfg, input_shape=input_shape,
+        expect=Backbone, promise="a segkit.modeling.backbone.Backbone (subclass it)",
+    )
     on_gridding = cfg.MODEL.HDC.GRIDDING_CHECK
     if on_gridding != "off":
         # HDC (Wang et al. 2018): warn about (or refuse) dilated stacks that leave holes.

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from segkit.config import configurable
 from segkit.layers import ShapeSpec
 from segkit.layers.norm import FrozenBatchNorm2d, norm_factory
 from segkit.modeling.backbone.backbone import Backbone
@@ -136,6 +137,7 @@ class ResNet(Backbone):
     with padding gives) and ``width * 2**(k-2) * expansion`` channels.
     """
 
+    @configurable
     def __init__(
         self,
         *,
@@ -149,6 +151,7 @@ class ResNet(Backbone):
         res5_dilations: Sequence[int] = (),
         multi_grid: Sequence[int] = (),
         freeze_at: int = 0,
+        pretrained: str = "",
     ) -> None:
         super().__init__()
         if depth not in RESNET_SPECS:
@@ -173,6 +176,8 @@ class ResNet(Backbone):
             inplanes, stride = planes * block.expansion, stride * strides[i]
             self._shapes[STAGES[i]] = ShapeSpec(channels=inplanes, stride=stride)
         self._init_weights()
+        if pretrained:  # before freezing: frozen norms keep the loaded statistics
+            self.load_report = load_backbone_weights(self, pretrained, skip_prefixes=("fc.",))
         self.freeze(freeze_at)
 
     def _build_stem(self, in_channels: int, width: int, norm_layer: Callable[[int], nn.Module]) -> None:
@@ -246,13 +251,14 @@ class ResNet(Backbone):
             "res4_dilations": list(r.RES4_DILATIONS),
             "res5_dilations": list(r.RES5_DILATIONS),
             "multi_grid": list(r.MULTI_GRID),
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+            "pretrained": cfg.MODEL.BACKBONE.PRETRAINED,
         }
 
 
-@BACKBONE_REGISTRY.register(name="ResNet")
+BACKBONE_REGISTRY.register(ResNet)
+
+
 def build_resnet_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> ResNet:
-    """ResNet from ``MODEL.RESNETS.*``; loads ``MODEL.BACKBONE.PRETRAINED`` then freezes."""
-    model = ResNet(**ResNet.from_config(cfg, input_shape))
-    if cfg.MODEL.BACKBONE.PRETRAINED:
-        model.load_report = load_backbone_weights(model, cfg.MODEL.BACKBONE.PRETRAINED, skip_prefixes=("fc.",))
-    return model.freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
+    """``ResNet(cfg, input_shape)``; kept for code written before the class was registered."""
+    return ResNet(cfg, input_shape)

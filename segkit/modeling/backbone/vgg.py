@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from segkit.config import configurable
 from segkit.layers import ShapeSpec
 from segkit.modeling.backbone.backbone import Backbone
 from segkit.modeling.backbone.weights import StateDict, load_backbone_weights
@@ -45,6 +46,7 @@ class VGG(Backbone):
     ``forward(x: (N, 3, H, W))`` returns the maps in ``out_features``.
     """
 
+    @configurable
     def __init__(
         self,
         *,
@@ -56,6 +58,8 @@ class VGG(Backbone):
         fc_channels: int = 0,
         dropout: float = 0.5,
         out_features: Sequence[str] = (),
+        freeze_at: int = 0,
+        pretrained: str = "",
     ) -> None:
         super().__init__()
         if depth not in VGG_SPECS:
@@ -71,6 +75,16 @@ class VGG(Backbone):
             self._build_fc(8 * width, fc, fc_channels, dropout, rate)
         self._out_features = self._check_out_features(out_features)
         self._init_weights()
+        if pretrained:  # torchvision format
+            skip = ("classifier.6.",) if self.fc_kind != "none" else ("classifier.",)
+            self.load_report = load_backbone_weights(
+                self, pretrained, lambda sd: convert_torchvision_vgg(dict(sd), self), skip
+            )
+        # ``freeze_at`` = k > 0 freezes blocks conv1..conv_k.
+        for b in range(1, min(freeze_at, 5) + 1):
+            for name, p in self.named_parameters():
+                if name.startswith(f"conv{b}_"):
+                    p.requires_grad_(False)
 
     def _build_convs(self, in_channels: int, width: int, spec: Sequence[int], output_stride: int) -> int:
         stride, rate, deeplab = 1, 1, output_stride < 32
@@ -147,6 +161,8 @@ class VGG(Backbone):
             "fc_channels": v.FC_CHANNELS,
             "dropout": v.DROPOUT,
             "out_features": list(v.OUT_FEATURES),
+            "freeze_at": cfg.MODEL.BACKBONE.FREEZE_AT,
+            "pretrained": cfg.MODEL.BACKBONE.PRETRAINED,
         }
 
 
@@ -193,20 +209,9 @@ def convert_torchvision_vgg(sd: StateDict, model: VGG) -> StateDict:
     return out
 
 
-@BACKBONE_REGISTRY.register(name="VGG")
-def build_vgg_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> VGG:
-    """VGG from ``MODEL.VGG.*``; loads ``MODEL.BACKBONE.PRETRAINED`` (torchvision format).
+BACKBONE_REGISTRY.register(VGG)
 
-    ``MODEL.BACKBONE.FREEZE_AT`` = k > 0 freezes blocks conv1..conv_k.
-    """
-    model = VGG(**VGG.from_config(cfg, input_shape))
-    if cfg.MODEL.BACKBONE.PRETRAINED:
-        skip = ("classifier.6.",) if model.fc_kind != "none" else ("classifier.",)
-        model.load_report = load_backbone_weights(
-            model, cfg.MODEL.BACKBONE.PRETRAINED, lambda sd: convert_torchvision_vgg(dict(sd), model), skip
-        )
-    for b in range(1, min(cfg.MODEL.BACKBONE.FREEZE_AT, 5) + 1):
-        for name, p in model.named_parameters():
-            if name.startswith(f"conv{b}_"):
-                p.requires_grad_(False)
-    return model
+
+def build_vgg_backbone(cfg, input_shape: Optional[ShapeSpec] = None) -> VGG:
+    """``VGG(cfg, input_shape)``; kept for code written before the class was registered."""
+    return VGG(cfg, input_shape)

@@ -1,14 +1,15 @@
-"""Segmentation heads: backbone feature maps -> class logits."""
-import importlib
-import importlib.util
+"""Segmentation heads: backbone feature maps -> class logits.
 
-from segkit.modeling.heads.build import build_head, check_in_features
+Every built-in head subclasses :class:`SegmentationHead` and registers the class
+itself in ``HEAD_REGISTRY``.
+"""
+from segkit.modeling.heads.base import SegmentationHead, check_in_features
+from segkit.modeling.heads.build import build_head
 from segkit.modeling.heads.deeplab_v2 import DeepLabV2Head
+from segkit.modeling.heads.duc import DUCHead
 from segkit.modeling.heads.fcn import FCNHead
+from segkit.modeling.heads.refinenet import RefineNetHead
 
-# Head families kept in their own files register themselves when imported.
-for _name in ("refinenet", "duc"):
-    if importlib.util.find_spec(f"{__name__}.{_name}") is not None:
-        importlib.import_module(f"{__name__}.{_name}")
-
-__all__ = ["build_head", "check_in_features", "DeepLabV2Head", "FCNHead"]
+__all__ = [
+    "build_head", "check_in_features", "DeepLabV2Head", "DUCHead", "FCNHead", "RefineNetHead", "SegmentationHead",
+]

@@ -14,8 +14,9 @@ from typing import Dict, Sequence
 import torch
 from torch import nn
 
+from segkit.config import configurable
 from segkit.layers import ShapeSpec
-from segkit.modeling.heads.build import check_in_features
+from segkit.modeling.heads.base import SegmentationHead
 from segkit.registry import HEAD_REGISTRY
 
 __all__ = ["DeepLabV2Head", "build_deeplab_v2_head"]
@@ -23,9 +24,7 @@ __all__ = ["DeepLabV2Head", "build_deeplab_v2_head"]
 
 def _classifier(conv: nn.Conv2d) -> nn.Conv2d:
     # DeepLab's prototxt: classifier weights gaussian std 0.01, bias 0.
-    nn.init.normal_(conv.weight, std=0.01)
-    nn.init.zeros_(conv.bias)
-    return conv
+    return SegmentationHead.init_classifier(conv, std=0.01)
 
 
 def _branch(in_channels: int, num_classes: int, rate: int, channels: int, dropout: float) -> nn.Module:
@@ -42,9 +41,11 @@ def _branch(in_channels: int, num_classes: int, rate: int, channels: int, dropou
     )
 
 
-class DeepLabV2Head(nn.Module):
+@HEAD_REGISTRY.register()
+class DeepLabV2Head(SegmentationHead):
     """Atrous branches summed: ``(N, C, h, w) -> (N, K, h, w)`` (same stride as the input map)."""
 
+    @configurable
     def __init__(
         self,
         *,
@@ -55,20 +56,17 @@ class DeepLabV2Head(nn.Module):
         branch_channels: int = 0,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__()
-        check_in_features(in_features, input_shape, "DeepLabV2Head")
+        super().__init__(input_shape=input_shape, in_features=in_features, num_classes=num_classes)
         if len(in_features) != 1:
             raise ValueError(f"DeepLabV2Head reads one map; MODEL.HEAD.IN_FEATURES is {list(in_features)}.")
         if not rates or any(r < 1 for r in rates):
             raise ValueError(f"MODEL.DEEPLAB.RATES must be positive integers, got {list(rates)}.")
         self.in_feature = in_features[0]
-        in_channels = input_shape[self.in_feature].channels
+        in_channels = self.in_channels()
         self.rates = list(rates)
         self.branches = nn.ModuleList(
             _branch(in_channels, num_classes, r, branch_channels, dropout) for r in self.rates
         )
-        self.stride = input_shape[self.in_feature].stride
-        self.num_classes = num_classes
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         x = features[self.in_feature]
@@ -80,16 +78,13 @@ class DeepLabV2Head(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
         return {
-            "input_shape": input_shape,
-            "in_features": list(cfg.MODEL.HEAD.IN_FEATURES),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
+            **super().from_config(cfg, input_shape),
             "rates": list(cfg.MODEL.DEEPLAB.RATES),
             "branch_channels": cfg.MODEL.DEEPLAB.BRANCH_CHANNELS,
             "dropout": cfg.MODEL.DEEPLAB.DROPOUT,
         }
 
 
-@HEAD_REGISTRY.register(name="DeepLabV2Head")
 def build_deeplab_v2_head(cfg, input_shape: Dict[str, ShapeSpec]) -> DeepLabV2Head:
-    """LargeFOV / ASPP-S / ASPP-L from ``MODEL.DEEPLAB.*``."""
-    return DeepLabV2Head(**DeepLabV2Head.from_config(cfg, input_shape))
+    """``DeepLabV2Head(cfg, input_shape)``; kept for code written before the class was registered."""
+    return DeepLabV2Head(cfg, input_shape)

@@ -21,13 +21,14 @@ from torch import nn
 
 from segkit.config import configurable
 from segkit.layers import ShapeSpec
+from segkit.modeling.heads.base import SegmentationHead
 from segkit.registry import HEAD_REGISTRY
 
 __all__ = ["DUCHead"]
 
 
 @HEAD_REGISTRY.register()
-class DUCHead(nn.Module):
+class DUCHead(SegmentationHead):
     """Dense upsampling convolution head.
 
     Args:
@@ -45,7 +46,6 @@ class DUCHead(nn.Module):
     @configurable
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: Sequence[str], num_classes: int,
                  dilations: Sequence[int] = (6, 12, 18, 24), upscale: int = 0) -> None:
-        super().__init__()
         if len(in_features) != 1 or in_features[0] not in input_shape:
             raise ValueError(
                 f"DUCHead reads exactly one feature map; IN_FEATURES is {list(in_features)} and the "
@@ -53,25 +53,22 @@ class DUCHead(nn.Module):
             )
         if not dilations:
             raise ValueError("MODEL.DUC.DILATIONS must name at least one rate (e.g. [1]).")
+        super().__init__(input_shape=input_shape, in_features=in_features, num_classes=num_classes)
         self.in_feature = in_features[0]
         spec = input_shape[self.in_feature]
         self.upscale = int(upscale or spec.stride or 1)
-        self.num_classes = num_classes
         out = num_classes * self.upscale ** 2
         self.branches = nn.ModuleList(
             nn.Conv2d(spec.channels, out, kernel_size=3, padding=r, dilation=r) for r in dilations
         )
         self.stride = max(1, (spec.stride or 1) // self.upscale)
         for conv in self.branches:
-            nn.init.normal_(conv.weight, std=0.01)
-            nn.init.zeros_(conv.bias)
+            self.init_classifier(conv, std=0.01)
 
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
         return {
-            "input_shape": input_shape,
-            "in_features": list(cfg.MODEL.HEAD.IN_FEATURES),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
+            **super().from_config(cfg, input_shape),
             "dilations": list(cfg.MODEL.DUC.DILATIONS),
             "upscale": cfg.MODEL.DUC.UPSCALE,
         }

@@ -15,10 +15,11 @@ from typing import Dict, List, Sequence
 import torch
 from torch import nn
 
+from segkit.config import configurable
 from segkit.layers import ShapeSpec
 from segkit.layers.norm import get_norm
 from segkit.layers.upsample import BilinearDeconv
-from segkit.modeling.heads.build import check_in_features
+from segkit.modeling.heads.base import SegmentationHead
 from segkit.registry import HEAD_REGISTRY
 
 __all__ = ["FCNHead", "build_fcn_head"]
@@ -33,22 +34,21 @@ def _score_layer(in_channels: int, num_classes: int, hidden: int, norm: str, dro
         layers += [norm_layer] if norm_layer is not None else []
         layers += [nn.ReLU(inplace=True), nn.Dropout(dropout)]
         in_channels = hidden
-    score = nn.Conv2d(in_channels, num_classes, 1)
     # FCN sec. 4.3: "We zero-initialize the class scoring convolution layer"; the
     # skip scores start at zero so fusion starts from the coarser net (sec. 4.2).
-    nn.init.zeros_(score.weight)
-    nn.init.zeros_(score.bias)
-    layers.append(score)
+    layers.append(SegmentationHead.init_classifier(nn.Conv2d(in_channels, num_classes, 1), std=0))
     return nn.Sequential(*layers)
 
 
-class FCNHead(nn.Module):
+@HEAD_REGISTRY.register()
+class FCNHead(SegmentationHead):
     """Score layers on one or more maps, fused coarse to fine by learnt 2x upsampling.
 
     ``forward(features)``: each ``features[name]`` is ``(N, C_name, H/s, W/s)``;
     returns logits ``(N, K, h, w)`` at the finest map's size (stride ``self.stride``).
     """
 
+    @configurable
     def __init__(
         self,
         *,
@@ -60,9 +60,7 @@ class FCNHead(nn.Module):
         norm: str = "BN",
         learn_upsample: bool = True,
     ) -> None:
-        super().__init__()
-        check_in_features(in_features, input_shape, "FCNHead")
-        self.in_features = list(in_features)
+        super().__init__(input_shape=input_shape, in_features=in_features, num_classes=num_classes)
         strides = [input_shape[f].stride for f in self.in_features]
         if any(a > b for a, b in zip(strides, strides[1:])):
             raise ValueError(f"FCNHead: IN_FEATURES must go fine to coarse; strides are {strides}.")
@@ -79,7 +77,6 @@ class FCNHead(nn.Module):
                 raise ValueError(f"FCNHead: stride {s_coarse} of '{coarse}' is not a multiple of {s_fine} of '{fine}'.")
             self.upsample[fine] = BilinearDeconv(num_classes, s_coarse // s_fine, learnable=learn_upsample)
         self.stride = strides[0]
-        self.num_classes = num_classes
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         score = self.scores[self.in_features[-1]](features[self.in_features[-1]])
@@ -92,9 +89,7 @@ class FCNHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
         return {
-            "input_shape": input_shape,
-            "in_features": list(cfg.MODEL.HEAD.IN_FEATURES),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
+            **super().from_config(cfg, input_shape),
             "hidden_channels": cfg.MODEL.FCN.HIDDEN_CHANNELS,
             "dropout": cfg.MODEL.FCN.DROPOUT,
             "norm": cfg.MODEL.FCN.NORM,
@@ -102,7 +97,6 @@ class FCNHead(nn.Module):
         }
 
 
-@HEAD_REGISTRY.register(name="FCNHead")
 def build_fcn_head(cfg, input_shape: Dict[str, ShapeSpec]) -> FCNHead:
-    """FCN-32s/16s/8s (or FCN on a dilated ResNet) from ``MODEL.HEAD`` and ``MODEL.FCN``."""
-    return FCNHead(**FCNHead.from_config(cfg, input_shape))
+    """``FCNHead(cfg, input_shape)``; kept for code written before the class was registered."""
+    return FCNHead(cfg, input_shape)

@@ -31,6 +31,7 @@ from torch import nn
 
 from segkit.config import configurable
 from segkit.layers import ShapeSpec
+from segkit.modeling.heads.base import SegmentationHead
 from segkit.registry import HEAD_REGISTRY
 
 __all__ = ["ChainedResidualPooling", "MultiResolutionFusion", "RefineNetBlock", "RefineNetHead",
@@ -146,7 +147,7 @@ class RefineNetBlock(nn.Module):
 
 
 @HEAD_REGISTRY.register()
-class RefineNetHead(nn.Module):
+class RefineNetHead(SegmentationHead):
     """Multi-path RefineNet decoder producing logits at the finest input's stride.
 
     Args:
@@ -168,8 +169,8 @@ class RefineNetHead(nn.Module):
     def __init__(self, input_shape: Dict[str, ShapeSpec], in_features: Sequence[str], num_classes: int,
                  channels: Sequence[int] = (512, 256, 256, 256), adapt_rcus: int = 2, crp_stages: int = 4,
                  output_rcus: int = 3, extra_rcus: int = 0, dropout: float = 0.5) -> None:
-        super().__init__()
-        self.in_features = self._cascade_order(input_shape, in_features)
+        order = self._cascade_order(input_shape, in_features)
+        super().__init__(input_shape=input_shape, in_features=order, num_classes=num_classes)
         if len(channels) < len(self.in_features):
             raise ValueError(
                 f"MODEL.REFINENET.CHANNELS has {len(channels)} widths but IN_FEATURES names "
@@ -205,9 +206,7 @@ class RefineNetHead(nn.Module):
     def from_config(cls, cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
         r = cfg.MODEL.REFINENET
         return {
-            "input_shape": input_shape,
-            "in_features": list(cfg.MODEL.HEAD.IN_FEATURES),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
+            **super().from_config(cfg, input_shape),
             "channels": list(r.CHANNELS),
             "adapt_rcus": r.ADAPT_RCUS,
             "crp_stages": r.CRP_STAGES,

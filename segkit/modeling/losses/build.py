@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from torch import nn
 
+from segkit.config.configurable import build_component, from_config_of
 from segkit.registry import LOSS_REGISTRY
 
 __all__ = ["CombinedLoss", "build_loss", "build_loss_term"]
@@ -63,7 +64,7 @@ class CombinedLoss(nn.Module):
 def _accepted_args(obj: Any) -> Optional[set]:
     """Keyword arguments ``obj`` (a loss class or builder) accepts; None if it takes ``**kwargs``."""
     if inspect.isclass(obj):
-        fns = [getattr(obj, "from_config", None)] + [c.__dict__.get("__init__") for c in obj.__mro__ if c is not object]
+        fns = [from_config_of(obj)] + [c.__dict__.get("__init__") for c in obj.__mro__ if c is not object]
         fns = [f for f in fns if f is not None and not getattr(f, "__module__", "").startswith("torch")]
     else:
         fns = [obj]
@@ -91,9 +92,16 @@ def _normalise_args(name: str, obj: Any, args: Mapping[str, Any]) -> Dict[str, A
 
 
 def build_loss_term(cfg, name: str, args: Optional[Mapping[str, Any]] = None) -> nn.Module:
-    """One registered loss, built from the config with ``args`` overriding its arguments."""
+    """One registered loss, built from the config with ``args`` overriding its arguments.
+
+    The shared rule (:func:`segkit.config.build_component`): ``from_config(cfg,
+    **args)`` when the loss has one, else ``Loss(**args)``.
+    """
     obj = LOSS_REGISTRY.get(name)
-    return obj(cfg, **_normalise_args(name, obj, args or {}))
+    return build_component(
+        LOSS_REGISTRY, name, cfg, _normalise_args(name, obj, args or {}),
+        expect=nn.Module, promise="a torch.nn.Module (forward(logits, target) -> scalar)",
+    )
 
 
 def _parse_terms(terms: List[Any]) -> List[Dict[str, Any]]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from segkit.config.configurable import build_component
 from segkit.registry import META_ARCH_REGISTRY
 from segkit.utils.device import resolve_device
 
@@ -17,13 +18,7 @@ def build_model(cfg) -> nn.Module:
     ``(N, K, H, W)``. Weights (``MODEL.WEIGHTS``) are loaded by the engine's
     checkpointer, not here.
     """
-    name = cfg.MODEL.META_ARCHITECTURE
-    builder = META_ARCH_REGISTRY.get(name)
-    from_config = getattr(builder, "from_config", None)
-    model = builder(**from_config(cfg)) if from_config is not None else builder(cfg)
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"Meta-architecture '{name}' ({META_ARCH_REGISTRY.provenance(name).describe()}) returned "
-            f"{type(model).__name__}, which is not a torch.nn.Module."
-        )
+    model = build_component(
+        META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, cfg, expect=nn.Module, promise="a torch.nn.Module"
+    )
     return model.to(resolve_device(cfg.MODEL.DEVICE))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.modeling.meta_arch.semantic_seg import SemanticSegmentor, upsample_logits
+from segkit.config import configurable
 from segkit.registry import META_ARCH_REGISTRY
 
 __all__ = ["MultiScaleSegmentor"]
@@ -27,6 +28,7 @@ def _scale_suffix(scale: float) -> str:
 class MultiScaleSegmentor(SemanticSegmentor):
     """``SemanticSegmentor`` with MSC. Loss keys: ``loss_<term>_s100``, ``_s075``, ``_s050``, ``_fused``."""
 
+    @configurable
     def __init__(self, *, scales: Sequence[float] = (1.0, 0.75, 0.5), **kwargs) -> None:
         super().__init__(**kwargs)
         if not scales or any(s <= 0 for s in scales):

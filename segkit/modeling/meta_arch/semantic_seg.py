@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segkit.config import configurable
 from segkit.modeling.backbone import Backbone, build_backbone
 from segkit.modeling.heads import build_head
 from segkit.modeling.losses import build_loss
@@ -43,6 +44,7 @@ class SemanticSegmentor(nn.Module):
     the main logits are returned at inference.
     """
 
+    @configurable
     def __init__(
         self,
         *,
