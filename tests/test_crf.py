@@ -172,7 +172,7 @@ def test_crf_of_a_bgr_config_takes_rgb_images_unflipped():
     p = torch.from_numpy(probs)[None]
     cfg = get_cfg()
     cfg.INPUT.FORMAT = "BGR"
-    out_cfg = DenseCRF.from_config(cfg)(p, rgb)
+    out_cfg = DenseCRF(cfg)(p, rgb)
     torch.testing.assert_close(out_cfg, DenseCRF()(p, rgb), rtol=0, atol=0)
     # ...and the colour channels do matter to the appearance kernel (so the check above can fail).
     assert not torch.equal(DenseCRF()(p, rgb.flip(1)), out_cfg)

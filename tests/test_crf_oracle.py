@@ -139,15 +139,15 @@ def test_batch_pairs_each_image_with_its_own_probabilities():
         assert _distance(got.numpy(), oracle(image, probs, **BASE)) < 0.01
 
 
-def test_post_processor_reads_bgr_and_keeps_dtype():
+def test_post_processor_reads_rgb_and_keeps_dtype():
     image, probs, _ = scene(seed=5)
     rgb = torch.from_numpy(image).permute(2, 0, 1)[None]
     p = torch.from_numpy(probs)[None].double()
-    out = DenseCRF(CRFParams(**BASE), input_format="BGR")(p, rgb.flip(1))
+    out = DenseCRF(CRFParams(**BASE))(p, rgb)
     assert out.dtype == torch.float64
     assert _distance(out[0].numpy(), oracle(image, probs, **BASE)) < 0.01
-    # the same image read as RGB by mistake is a different (wrong) result
-    swapped = DenseCRF(CRFParams(**BASE), input_format="RGB")(p, rgb.flip(1))
+    # the same image with its channels swapped by mistake is a different (wrong) result
+    swapped = DenseCRF(CRFParams(**BASE))(p, rgb.flip(1))
     assert _distance(swapped[0].numpy(), out[0].numpy()) > 0.001
 
 
@@ -262,17 +262,17 @@ def test_single_image_inputs_are_checked():
 def test_post_processor_checks_its_arguments_and_reads_the_config():
     from segkit.config import get_cfg
 
-    with pytest.raises(ValueError, match="unknown backend"):
+    with pytest.raises(ValueError, match="unknown dense-CRF backend"):
         DenseCRF(backend="cuda")
-    with pytest.raises(ValueError, match="input_format"):
+    with pytest.raises(TypeError, match="input_format"):  # images are RGB end to end: no such argument
         DenseCRF(input_format="RGBA")
     cfg = get_cfg()
     c = cfg.POSTPROCESS.CRF
     c.W1, c.THETA_ALPHA, c.THETA_BETA, c.W2, c.THETA_GAMMA, c.ITERATIONS = 1.0, 2.0, 3.0, 4.0, 5.0, 6
     cfg.INPUT.FORMAT = "BGR"
-    crf = DenseCRF.from_config(cfg)
+    crf = DenseCRF(cfg)
     assert crf.params == CRFParams(1.0, 2.0, 3.0, 4.0, 5.0, 6)
-    assert crf.backend == "native" and crf.input_format == "BGR" and crf.num_workers == c.NUM_WORKERS
+    assert crf.backend == "native" and crf.num_workers == c.NUM_WORKERS
     assert "DenseCRF(" in repr(crf) and "native" in repr(crf)
     crf.close()  # nothing started: a no-op
     assert crf._executor is None

@@ -273,13 +273,17 @@ def test_from_config_reads_names_and_checks_the_class_count(tmp_path):
     try:
         cfg = get_cfg()
         cfg.MODEL.NUM_CLASSES, cfg.MODEL.IGNORE_VALUE, cfg.TEST.VIS_NUM_IMAGES = 2, 7, 4
-        ev = SemSegEvaluator.from_config(cfg, "eval_names_tiny", str(tmp_path))
+        ev = SemSegEvaluator(cfg, "eval_names_tiny", str(tmp_path))
         assert ev.class_names == ["bg", "fg"] and ev.ignore_value == 7 and ev.num_samples_kept == 4
         assert ev.output_dir == str(tmp_path) and ev.dataset_name == "eval_names_tiny"
-        assert SemSegEvaluator.from_config(cfg, "eval_names_tiny", num_samples_kept=1).num_samples_kept == 1
+        assert SemSegEvaluator(cfg, "eval_names_tiny", num_samples_kept=1).num_samples_kept == 1
+        # The class count is checked once, at set-up (segkit.data.setup_datasets), for every entry point.
+        from segkit.data import setup_datasets
+
         cfg.MODEL.NUM_CLASSES = 3
-        with pytest.raises(ValueError, match="has 2 classes but MODEL.NUM_CLASSES is 3; set MODEL.NUM_CLASSES 2"):
-            SemSegEvaluator.from_config(cfg, "eval_names_tiny")
+        cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (), ("eval_names_tiny",)
+        with pytest.raises(ValueError, match="has 2 classes but MODEL.NUM_CLASSES is 3. Set MODEL.NUM_CLASSES 2"):
+            setup_datasets(cfg)
     finally:
         DatasetCatalog.remove("eval_names_tiny")
         MetadataCatalog.remove("eval_names_tiny")
@@ -298,7 +302,8 @@ def test_inference_on_dataset_resets_moves_and_logs(caplog):
     ev = SemSegEvaluator(2, ["bg", "fg"], 255)
     caplog.set_level(logging.INFO, logger="segkit.evaluation.sem_seg_evaluation")
     generator = (b for b in loader * 2)  # no len(): the log says "?"
-    first = inference_on_dataset(generator, ev, inference, device=torch.device("cpu"), log_period=1)
+    # The batches reach the inference callable as the loader made them: moving them is the segmentor's job.
+    first = inference_on_dataset(generator, ev, inference, log_period=1)
     assert seen == [torch.device("cpu")] * 2
     assert "Inference 1/? batches" in caplog.text and "Inference 2/? batches" in caplog.text
     assert ev.confusion["sem_seg"].tolist() == [[2, 0], [2, 2]]

@@ -90,7 +90,7 @@ def test_nothing_but_the_segmentor_flips_channels():
     from segkit.modeling import build_model
 
     cfg = _bgr_cfg()
-    mapper = DatasetMapper.from_config(cfg, is_train=False)
+    mapper = DatasetMapper(cfg, is_train=False)
     record = dict(DatasetCatalog.get("fashion_scenes_val")[0], dataset_name="fashion_scenes_val")
     out = mapper(record)
     assert torch.equal(out["image"], torch.from_numpy(read_image(record["file_name"], "RGB")).permute(2, 0, 1))
