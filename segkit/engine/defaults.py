@@ -50,6 +50,8 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, schedule, RNG, data position)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS (or the last checkpoint)")
+    parser.add_argument("--save-predictions", default=None, metavar="DIR",
+                        help="with --eval-only: write every prediction (label PNG, overlay) and per-image IoU to DIR")
     parser.add_argument("--num-gpus", type=int, default=1,
                         help="processes per machine (one per GPU; CPU processes on gloo when there is no GPU)")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
@@ -286,8 +288,11 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module, postprocess: Optional[bool] = None,
-             pictures: bool = True) -> Dict[str, Dict[str, float]]:
+             pictures: bool = True, save_predictions: Optional[str] = None) -> Dict[str, Dict[str, float]]:
         """Evaluate on every dataset in ``DATASETS.TEST``.
+
+        ``save_predictions``: a folder; every prediction and the per-image IoU are written
+        to ``<folder>/<dataset>/`` (:class:`segkit.engine.prediction_writer.PredictionWriter`).
 
         Returns:
             ``{variant: metrics}`` for a single dataset, else ``{"<dataset>/<variant>": metrics}``.
@@ -306,6 +311,8 @@ class DefaultTrainer(TrainerBase):
         all_results: Dict[str, Dict[str, float]] = {}
         for name in cfg.DATASETS.TEST:
             evaluator = cls.build_evaluator(cfg, name)
+            if save_predictions:
+                evaluator = cls._prediction_writer(cfg, evaluator, os.path.join(save_predictions, name))
             # segkit.data shards the test set across processes; the evaluator sums the matrices.
             loader = cls.build_test_loader(cfg, name)
             results = inference_on_dataset(loader, evaluator, inference, post, device)
@@ -315,6 +322,15 @@ class DefaultTrainer(TrainerBase):
             all_results.update({prefix + k: v for k, v in results.items()})
         inner.train(was_training)
         return all_results
+
+    @classmethod
+    def _prediction_writer(cls, cfg: CfgNode, evaluator, folder: str):
+        from segkit.engine.prediction_writer import PredictionWriter
+        from segkit.engine.visualization import default_palette
+
+        palette = getattr(_metadata(evaluator.dataset_name), "stuff_colors", None) or default_palette(
+            evaluator.num_classes)
+        return PredictionWriter(evaluator, folder, palette, cfg.INPUT.FORMAT)
 
     @classmethod
     def save_pictures(cls, cfg: CfgNode, evaluator) -> List[str]:
@@ -331,6 +347,16 @@ class DefaultTrainer(TrainerBase):
                                          cfg.INPUT.FORMAT)
         logger.info("Saved %d pictures to %s", len(paths), os.path.join(cfg.OUTPUT_DIR, "pictures"))
         return paths
+
+
+def _metadata(dataset_name: str):
+    """The dataset's metadata, or ``None`` when the catalog has none."""
+    try:
+        from segkit.data import MetadataCatalog
+
+        return MetadataCatalog.get(dataset_name)
+    except (ImportError, KeyError):
+        return None
 
 
 def prepare_class_weights(cfg: CfgNode) -> CfgNode:
@@ -390,7 +416,7 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
             )
         load_model_weights(model, weights)
         logger.info("Evaluating %s", weights)
-        return DefaultTrainer.test(cfg, model)
+        return DefaultTrainer.test(cfg, model, save_predictions=getattr(args, "save_predictions", None))
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
