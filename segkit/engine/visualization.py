@@ -263,10 +263,24 @@ def to_rgb(image_chw, input_format: str = "RGB") -> np.ndarray:
     return np.ascontiguousarray(arr[..., ::-1] if input_format.upper() == "BGR" else arr).astype(np.uint8)
 
 
+def publish_image(name: str, rgb: np.ndarray) -> bool:
+    """Queue a picture for TensorBoard when a training loop is running; returns whether it was."""
+    from segkit.engine.events import _CURRENT
+
+    if not _CURRENT:
+        return False
+    _CURRENT[-1].put_image(name, rgb)
+    return True
+
+
 def save_evaluation_pictures(
     evaluator, out_dir: str, palette: Optional[Sequence[Tuple[int, int, int]]] = None, input_format: str = "RGB"
 ) -> List[str]:
-    """Prediction panels of the evaluator's kept samples and one confusion-matrix PNG per variant."""
+    """Prediction panels of the evaluator's kept samples and one confusion-matrix PNG per variant.
+
+    During training the same pictures also go to TensorBoard (``<dataset>/pred_<n>``,
+    ``<dataset>/confusion/<variant>``).
+    """
     names = evaluator.class_names
     palette = list(palette) if palette else default_palette(len(names))
     paths = []
@@ -275,7 +289,10 @@ def save_evaluation_pictures(
         panel = draw_prediction_panel(to_rgb(s["image"], input_format), s["sem_seg"].numpy(), preds, palette, names,
                                       evaluator.ignore_value)
         paths.append(save_png(os.path.join(out_dir, f"{evaluator.dataset_name}_pred_{n:02d}.png"), panel))
+        publish_image(f"{evaluator.dataset_name}/pred_{n:02d}", panel)
     for key, matrix in getattr(evaluator, "confusion", {}).items():
         fname = f"{evaluator.dataset_name}_confusion_{key.replace('+', '_')}.png"
-        paths.append(save_png(os.path.join(out_dir, fname), draw_confusion_matrix(matrix.numpy(), names)))
+        picture = draw_confusion_matrix(matrix.numpy(), names, f"{evaluator.dataset_name}: {key}")
+        paths.append(save_png(os.path.join(out_dir, fname), picture))
+        publish_image(f"{evaluator.dataset_name}/confusion/{key}", picture)
     return paths
