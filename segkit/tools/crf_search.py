@@ -49,9 +49,11 @@ def collect(cfg, model, dataset: str, num_images: int):
     from segkit.data import build_test_loader
     from segkit.postprocess import build_inference
 
+    from tqdm import tqdm
+
     infer = build_inference(cfg, model)
     images, probs, labels = [], [], []
-    for batch in build_test_loader(cfg, dataset, batch_size=1):
+    for batch in tqdm(build_test_loader(cfg, dataset, batch_size=1), desc="network", unit="img", total=num_images):
         for i, record in enumerate(batch["records"]):
             h, w = int(record["height"]), int(record["width"])
             image = batch["image"][i : i + 1, :, :h, :w]
@@ -87,15 +89,25 @@ def main(argv=None) -> int:
     grid = {k: v for k, v in (("w1", args.w1), ("theta_alpha", args.theta_alpha), ("theta_beta", args.theta_beta)) if v}
     crf = cfg.POSTPROCESS.CRF
 
+    from tqdm import tqdm
+
+    from segkit.postprocess.crf_search import DEEPLAB_GRID
+
+    sizes = [len(grid.get(k) or DEEPLAB_GRID[k]) for k in ("w1", "theta_alpha", "theta_beta")]
+    # The refinement round adds settings around the best: its count is not known up front.
+    bar = tqdm(total=None if args.refine else sizes[0] * sizes[1] * sizes[2], desc="CRF settings", unit="setting")
+
     def show(r):
         p = r.params
-        print(f"w1={p.w1:g} theta_alpha={p.theta_alpha:g} theta_beta={p.theta_beta:g}: mIoU {100 * r.miou:.2f}", flush=True)
+        bar.update(1)
+        bar.write(f"w1={p.w1:g} theta_alpha={p.theta_alpha:g} theta_beta={p.theta_beta:g}: mIoU {100 * r.miou:.2f}")
 
     best, results, baseline = crf_grid_search(
         images, probs, labels, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IGNORE_VALUE, grid=grid, w2=crf.W2,
         theta_gamma=crf.THETA_GAMMA, iterations=crf.ITERATIONS, refine=args.refine, backend=crf.BACKEND,
         num_workers=crf.NUM_WORKERS, progress=show,
     )
+    bar.close()
     p = best.params
     note = (f"Dense CRF parameters from tools/crf_search.py on the first {len(images)} images of {dataset}\n"
             f"mIoU without CRF {100 * baseline:.2f}, with CRF {100 * best.miou:.2f}")
