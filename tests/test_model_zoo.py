@@ -71,3 +71,17 @@ def test_resolve_config_path_plain_paths(tmp_path):
     assert resolve_config_path("a/b.yaml", relative_to=str(tmp_path)) == os.path.join(str(tmp_path), "a/b.yaml")
     assert resolve_config_path(str(tmp_path / "x.yaml"), relative_to="/elsewhere") == str(tmp_path / "x.yaml")
     assert resolve_config_path("segkit://voc/Base-VOC.yaml") == os.path.join(configs_root(), "voc", "Base-VOC.yaml")
+
+
+def test_docs_example_runs(capsys):
+    import runpy
+
+    example = runpy.run_path(os.path.join(ROOT, "examples", "model_zoo", "use_model_zoo.py"))
+    out = example["main"]()
+    assert "fashion_scenes/main.yaml" in out["names"] and os.path.isfile(out["path"])
+    assert out["cfg"].SOLVER.MAX_ITER == 200
+    mine = out["mine"]
+    main = load_config(out["path"], load_plugins=False)
+    assert mine.SOLVER.MAX_ITER == 1000 and mine.SOLVER.BASE_LR == 0.001 and mine.OUTPUT_DIR == "output/my_fashion_run"
+    assert mine.MODEL.dump() == main.MODEL.dump()  # everything else comes from the shipped config
+    assert "my_config.yaml: head FCNHead" in capsys.readouterr().out
