@@ -33,7 +33,8 @@ def latency_ms(name: str, size: int, threads: int, iters: int) -> float:
     from segkit.export import export
     from segkit.export.benchmark import benchmark_runner, make_runner
 
-    cfg = model_zoo.get_config(name, ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAINED", "", "POSTPROCESS.CHAIN", "[]"])
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAINED", "", "POSTPROCESS.CHAIN", "[]"]
+    cfg = model_zoo.get_config(name, opts)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = export(cfg, None, "onnx", os.path.join(tmp, "model.onnx"))
@@ -63,8 +64,9 @@ def main(argv=None) -> int:
             row["onnx_cpu_p50_ms"] = round(latency_ms(name, args.size, args.threads, args.iters), 1)
         rows.append(row)
         print(f"{name}: {row}", file=sys.stderr, flush=True)
-    meta = {"size": args.size, "threads": args.threads, "iters": args.iters, "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+    meta = {"size": args.size, "threads": args.threads, "iters": args.iters,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(f"| config | model | params (M) | GFLOPs @{args.size} | ONNX CPU p50 ms @{args.size} ({args.threads} thread) | dataset |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Iterable, List, Optional
+from typing import Iterable, List
 
 from segkit.config.locate import PACKAGE_SCHEME, configs_root
 
@@ -74,8 +74,3 @@ def get_config(name: str, opts: Iterable = (), load_plugins: bool = True):
 
     return load_config(get_config_file(name), [str(v) if not isinstance(v, str) else v for v in opts], load_plugins)
 
-
-def config_reference(name: str) -> Optional[str]:
-    """``segkit://<name>`` for a shipped config name (for ``_BASE_`` lines); checks it exists."""
-    get_config_file(name)
-    return PACKAGE_SCHEME + name.lstrip("/")

@@ -19,6 +19,17 @@ CONFIG = os.path.join(ROOT, "examples", "embed_segmenter", "tiny_fcn.yaml")
 SMALL = ["DATASETS.FASHION_SCENES.NUM_TRAIN", "6", "DATASETS.FASHION_SCENES.NUM_VAL", "3", "MODEL.DEVICE", "cpu"]
 
 
+@pytest.fixture(autouse=True)
+def _restore_fashion_scenes_params():
+    # Building data from a config re-points the built-in fashion_scenes_* datasets at its
+    # DATASETS.FASHION_SCENES sizes (module state); later tests expect the defaults back.
+    from segkit.data.datasets import fashion_scenes
+
+    saved = fashion_scenes._BUILTIN.params
+    yield
+    fashion_scenes._BUILTIN.params = saved
+
+
 @pytest.fixture()
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))

@@ -15,6 +15,17 @@ from segkit.registry import BACKBONE_REGISTRY  # noqa: E402
 TIMM_CONFIGS = [n for n in model_zoo.list_configs() if "mobilenetv3" in n or "convnext" in n]
 
 
+@pytest.fixture(autouse=True)
+def _restore_fashion_scenes_params():
+    # Building data from a config re-points the built-in fashion_scenes_* datasets at its
+    # DATASETS.FASHION_SCENES sizes (module state); later tests expect the defaults back.
+    from segkit.data.datasets import fashion_scenes
+
+    saved = fashion_scenes._BUILTIN.params
+    yield
+    fashion_scenes._BUILTIN.params = saved
+
+
 def test_level_names():
     assert level_names([4, 8, 16, 32], 32) == ["res2", "res3", "res4", "res5"]
     assert level_names([2, 4, 8, 16, 16], 16) == ["res1", "res2", "res3", "res4", "res5"]

@@ -6,7 +6,8 @@ segkit has it too). See ``--help``.
 """
 import sys
 
-from segkit.tools.benchmark import main, parse_args, parse_size  # noqa: F401  (importable from this script, as before)
+# The names scripts and tests imported from this file before the code moved.
+from segkit.tools.benchmark import main, parse_args, parse_size  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,7 +6,8 @@ segkit has it too). See ``--help``.
 """
 import sys
 
-from segkit.tools.predict import find_images, main, parse_args, IMAGE_SUFFIXES  # noqa: F401  (importable from this script, as before)
+# The names scripts and tests imported from this file before the code moved.
+from segkit.tools.predict import IMAGE_SUFFIXES, find_images, main, parse_args  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -132,7 +132,8 @@ def _pyplot():
     return plt
 
 
-def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str = "", dpi: int = 100) -> np.ndarray:
+def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
+                          dpi: int = 100) -> np.ndarray:
     """Row-normalised confusion matrix (rows ground truth, columns prediction) as an RGB image.
 
     Each cell shows the percentage of its row (the class's recall on the diagonal); the
@@ -240,7 +241,8 @@ def save_training_curves(metrics_file: str, out_dir: str, metric_names: Sequence
     loss_keys = (["total_loss"] if len(terms) > 1 else []) + terms
     if loss_keys:
         series = {k: metric_series(rows, k) for k in loss_keys}
-        paths.append(save_png(os.path.join(out_dir, "loss_curve.png"), draw_curve(series, "training loss", ylabel="loss")))
+        loss = draw_curve(series, "training loss", ylabel="loss")
+        paths.append(save_png(os.path.join(out_dir, "loss_curve.png"), loss))
     if any(r.get("lr") is not None for r in rows):
         lr = draw_curve({"lr": metric_series(rows, "lr")}, "learning rate", ylabel="lr")
         paths.append(save_png(os.path.join(out_dir, "lr_curve.png"), lr))

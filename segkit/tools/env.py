@@ -64,7 +64,8 @@ def _devices() -> List[Tuple[str, str]]:
     mps = getattr(torch.backends, "mps", None)
     rows.append(("MPS available", str(bool(mps and mps.is_available()))))
     rows.append(("torch threads (intra / inter op)", f"{torch.get_num_threads()} / {torch.get_num_interop_threads()}"))
-    rows.append(("CPU cores (usable / total)", f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'} / {os.cpu_count()}"))
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    rows.append(("CPU cores (usable / total)", f"{usable} / {os.cpu_count()}"))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "SEGKIT_CACHE"):
         if os.environ.get(var) is not None:
             rows.append((var, os.environ[var]))

@@ -127,7 +127,8 @@ class TimmBackbone(Backbone):
         if weights:
             path = find_timm_weights(model_name) if weights == "timm" else os.path.expanduser(weights)
             if not os.path.isfile(path):
-                raise FileNotFoundError(f"MODEL.BACKBONE.PRETRAINED: no weight file {path} for timm model '{model_name}'.")
+                raise FileNotFoundError(
+                    f"MODEL.BACKBONE.PRETRAINED: no weight file {path} for timm model '{model_name}'.")
             kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": path})
         self.weights_file = kwargs.get("pretrained_cfg_overlay", {}).get("file", "")
         try:
@@ -135,8 +136,9 @@ class TimmBackbone(Backbone):
         except RuntimeError as exc:  # timm: unknown model
             raise ValueError(f"MODEL.TIMM.NAME '{model_name}': {exc}") from exc
         except TypeError as exc:  # the architecture has no output_stride / drop_path_rate argument
-            raise ValueError(f"timm model '{model_name}' does not accept {sorted(k for k in kwargs if k in ('output_stride', 'drop_path_rate'))}: "
-                             f"{exc}. Use MODEL.TIMM.OUTPUT_STRIDE 32 for it.") from exc
+            extra = sorted(k for k in kwargs if k in ("output_stride", "drop_path_rate"))
+            raise ValueError(f"timm model '{model_name}' does not accept {extra}: {exc}. "
+                             "Use MODEL.TIMM.OUTPUT_STRIDE 32 (and DROP_PATH_RATE 0) for it.") from exc
         info = self.body.feature_info
         names = level_names(info.reduction(), output_stride)
         all_shapes = {n: ShapeSpec(channels=c, stride=r) for n, c, r in zip(names, info.channels(), info.reduction())}
