@@ -141,3 +141,17 @@ def test_train_a_few_iterations_then_export_onnx(config, tmp_path, monkeypatch):
     report = check_parity(cfg, weights, path, images)
     assert report.pixel_agreement >= 0.999, report
     assert report.max_prob_diff < 1e-3, report
+
+
+def test_gridding_check_skips_even_kernels_instead_of_failing():
+    from segkit.config import get_cfg
+    from segkit.modeling.gridding import GriddingWarning
+
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.NAME = "TimmBackbone"
+    cfg.MODEL.TIMM.NAME = "test_convnext"
+    cfg.MODEL.TIMM.OUTPUT_STRIDE = 16
+    assert cfg.MODEL.HDC.GRIDDING_CHECK == "warn"
+    with pytest.warns(GriddingWarning, match="include an even size"):
+        backbone = build_backbone(cfg)  # ConvNeXt's dilated 2x2 downsampling conv
+    assert backbone.output_shape()["res5"].stride == 16

@@ -6,7 +6,11 @@ be ``2**k`` without dilation (``res2`` = 1/4 ... ``res5`` = 1/32), so a head's
 ``IN_FEATURES: ["res3", "res4", "res5"]`` works with a ResNet or a ConvNeXt alike.
 ``output_stride`` 16 or 8 is passed to timm, which replaces the last strides by
 dilation for the architectures that support it (ResNets, EfficientNet/MobileNet,
-ConvNeXt, ...); ``output_shape()`` then reports the real strides.
+ConvNeXt, ...); ``output_shape()`` then reports the real strides. Map sizes follow
+the architecture's own padding: ``ceil(H / s)`` for padded convolutions (ResNet,
+EfficientNet, MobileNetV3), ``floor`` for ConvNeXt's 4x4 patchify stem and 2x2
+downsampling on sizes that are not multiples of the stride; segkit's heads resize
+to the input either way.
 
 Weights are never downloaded. ``MODEL.BACKBONE.PRETRAINED`` is a local file (a
 timm/ImageNet state dict of the full model, ``.pth``/``.bin``/``.safetensors``) or
