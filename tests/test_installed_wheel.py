@@ -86,6 +86,22 @@ def test_wheel_installed_outside_the_checkout_trains_the_main_job(tmp_path):
     saved = (out / "config.yaml").read_text()
     assert "FCNHead" in saved and "MAX_ITER: 3" in saved
 
+    segkit = str(venv / "bin" / "segkit")
+    evaluated = subprocess.run(
+        [segkit, "eval", "--config-file", "segkit://fashion_scenes/main.yaml", "--save-predictions", "preds", *TINY,
+         "MODEL.WEIGHTS", str(out / "model_final.pth"), "OUTPUT_DIR", "eval"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    preds = work / "preds" / "fashion_scenes_val"
+    assert sorted(os.listdir(preds / "sem_seg")) == ["val_000000.png", "val_000000_overlay.jpg",
+                                                     "val_000001.png", "val_000001_overlay.jpg"]
+    assert len((preds / "per_image_iou.csv").read_text().splitlines()) == 3
+    report = json.loads(subprocess.run([segkit, "env", "--json"], cwd=work, env=env, capture_output=True, text=True,
+                                       check=True, timeout=120).stdout)
+    rows = dict(report["rows"])
+    assert rows["segkit configs"] == os.path.join(venv_site, "segkit", "configs")
+    assert rows["segkit"].endswith(os.path.join(venv_site, "segkit"))
+
 
 def _shipped():
     return [f for _d, _s, files in os.walk(os.path.join(ROOT, "configs")) for f in files
