@@ -46,25 +46,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def collect(cfg, model, dataset: str, num_images: int):
     """Run the model once over the first images: lists of images, probs and labels."""
+    from tqdm import tqdm
+
     from segkit.data import build_test_loader
     from segkit.postprocess import build_inference
 
-    from tqdm import tqdm
-
     infer = build_inference(cfg, model)
     images, probs, labels = [], [], []
-    for batch in tqdm(build_test_loader(cfg, dataset, batch_size=1), desc="network", unit="img", total=num_images):
-        for i, record in enumerate(batch["records"]):
-            h, w = int(record["height"]), int(record["width"])
-            image = batch["image"][i : i + 1, :, :h, :w]
-            prob = infer(image)[0]
-            if cfg.INPUT.FORMAT == "BGR":  # the CRF's appearance kernel takes RGB
-                image = image.flip(1)
-            images.append(image[0].to(prob.device))
-            probs.append(prob)
-            labels.append(batch["sem_seg"][i, :h, :w].to(prob.device))
-            if len(images) >= num_images:
-                return images, probs, labels
+    with tqdm(desc="network", unit="img", total=num_images) as bar:
+        for batch in build_test_loader(cfg, dataset, batch_size=1):
+            for i, record in enumerate(batch["records"]):
+                h, w = int(record["height"]), int(record["width"])
+                image = batch["image"][i : i + 1, :, :h, :w]
+                prob = infer(image)[0]
+                if cfg.INPUT.FORMAT == "BGR":  # the CRF's appearance kernel takes RGB
+                    image = image.flip(1)
+                images.append(image[0].to(prob.device))
+                probs.append(prob)
+                labels.append(batch["sem_seg"][i, :h, :w].to(prob.device))
+                bar.update(1)
+                if len(images) >= num_images:
+                    return images, probs, labels
     if not images:
         raise SystemExit(f"crf_search: dataset '{dataset}' has no images")
     return images, probs, labels
