@@ -1,7 +1,11 @@
 """The ``segkit`` console command.
 
 ``segkit list`` prints every registry's entries with provenance and what happened
-to each installed plugin (loaded, skipped, failed, disabled).
+to each installed plugin (loaded, skipped, failed, disabled). The other commands
+(``train``, ``eval``, ``predict``, ``export``, ``benchmark``, ``analyze``, ``env``,
+``browse``, ``plot``, ``zoo``, ``stats``, ``crf-search``, ``gridding``) run the
+modules in :mod:`segkit.tools` with the same flags as the checkout's ``tools/*.py``;
+see docs/cli.md.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import json
 import sys
 from typing import List, Optional
 
-__all__ = ["main", "list_components"]
+__all__ = ["main", "list_components", "run_tool", "TOOL_COMMANDS"]
 
 
 def list_components(as_json: bool = False, allow: Optional[List[str]] = None, on_error: Optional[str] = None) -> str:
@@ -46,9 +50,44 @@ def list_components(as_json: bool = False, allow: Optional[List[str]] = None, on
     return "\n".join(lines)
 
 
+# command -> (module in segkit.tools, one-line help); each module has main(argv) -> int.
+TOOL_COMMANDS = {
+    "train": ("train_net", "train a model (tools/train_net.py's flags)"),
+    "eval": ("train_net", "evaluate MODEL.WEIGHTS; --save-predictions DIR writes every prediction"),
+    "predict": ("predict", "segment image files and folders (tools/predict.py)"),
+    "export": ("export_model", "export the inference pipeline to ONNX/TorchScript (tools/export_model.py)"),
+    "benchmark": ("benchmark", "latency, throughput and memory (tools/benchmark.py)"),
+    "analyze": ("analyze_model", "parameters and FLOPs per module (tools/analyze_model.py)"),
+    "env": ("env", "versions, devices, threads and plugins, for bug reports"),
+    "browse": ("browse", "write dataset images with their masks, optionally after augmentation"),
+    "plot": ("plot", "loss, learning-rate and mIoU curves of one or more runs"),
+    "zoo": ("zoo", "the shipped configs (segkit://...) with model, parameters and GFLOPs"),
+    "stats": ("dataset_stats", "class pixel frequencies and weights of a dataset (tools/dataset_stats.py)"),
+    "crf-search": ("crf_search", "grid-search the dense CRF's parameters (tools/crf_search.py)"),
+    "gridding": ("gridding", "gridding report of dilated stacks (tools/gridding.py)"),
+}
+
+
+def run_tool(command: str, argv: List[str]) -> int:
+    """Run ``segkit <command> argv...`` (a :data:`TOOL_COMMANDS` entry)."""
+    import importlib
+
+    module = importlib.import_module(f"segkit.tools.{TOOL_COMMANDS[command][0]}")
+    if command in ("train", "eval"):
+        return module.main(argv, eval_only=command == "eval")
+    prog = sys.argv[0]
+    sys.argv[0] = f"segkit {command}"  # the tools' --help and usage lines name the command
+    try:
+        return int(module.main(argv) or 0)
+    finally:
+        sys.argv[0] = prog
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segkit", description="segkit command line")
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, (_module, text) in TOOL_COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     p_list = sub.add_parser("list", help="list registered components and plugins")
     p_list.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p_list.add_argument("--allow", nargs="*", default=None, help="load only these plugins")
@@ -61,6 +100,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOL_COMMANDS:  # the tool parses its own flags
+        return run_tool(argv[0], argv[1:])
     args = _build_parser().parse_args(argv)
     if args.command == "list":
         print(list_components(args.json, args.allow, args.plugin_errors or "warn"))

@@ -29,6 +29,12 @@ TINY_BACKBONES = {
         {"VGG": {"WIDTH": 4, "OUTPUT_STRIDE": 8, "FC": "largefov", "FC_CHANNELS": 16}},
         {"VGG": {"DEPTH": 11, "WIDTH": 4, "OUTPUT_STRIDE": 16, "FC": "none"}},
     ],
+    # timm architectures with padded (ceil-sized) convolutions; needs the timm extra.
+    "TimmBackbone": [
+        {"TIMM": {"NAME": "mobilenetv3_small_050", "OUTPUT_STRIDE": 8, "OUT_FEATURES": ["res2", "res5"]}},
+        {"TIMM": {"NAME": "test_efficientnet", "OUTPUT_STRIDE": 32}},
+        {"TIMM": {"NAME": "test_resnet", "OUTPUT_STRIDE": 16}},
+    ],
 }
 
 

@@ -30,7 +30,10 @@ def make_demo_checkpoint(out: str, config_file: str = DEFAULT_CONFIG, iters: int
     torch.manual_seed(cfg.SEED)
     model = build_model(cfg).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.SOLVER.BASE_LR, momentum=0.9)
-    for _, batch in zip(range(iters), build_train_loader(cfg)):
+    from tqdm import tqdm
+
+    steps = zip(range(iters), build_train_loader(cfg))
+    for _, batch in tqdm(steps, total=iters, desc="demo checkpoint: training", unit="it"):
         losses = model(batch["image"], batch["sem_seg"])
         optimizer.zero_grad()
         sum(losses.values()).backward()

@@ -10,6 +10,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import yaml
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
 
+from segkit.config.locate import resolve_config_path
+
 __all__ = ["CfgNode", "ConfigError", "get_cfg", "load_config", "save_config", "peek_plugin_settings"]
 
 BASE_KEY = "_BASE_"
@@ -250,8 +252,14 @@ def read_yaml_file(filename: str) -> Any:
 
 
 def load_yaml_with_base(filename: str, _seen: Optional[List[str]] = None) -> Dict[str, Any]:
-    """Read ``filename`` with :func:`read_yaml_file` and resolve ``_BASE_`` (relative to the file)."""
-    filename = os.path.abspath(os.path.expanduser(str(filename)))
+    """Read ``filename`` with :func:`read_yaml_file` and resolve ``_BASE_`` (relative to the file).
+
+    ``filename`` and each ``_BASE_`` entry may be a ``segkit://`` reference to a shipped config.
+    """
+    try:
+        filename = resolve_config_path(filename)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(str(exc)) from exc
     seen = list(_seen or [])
     if filename in seen:
         raise ConfigError(f"Circular _BASE_ chain: {' -> '.join(seen + [filename])}")
@@ -271,7 +279,10 @@ def load_yaml_with_base(filename: str, _seen: Optional[List[str]] = None) -> Dic
         )
     merged: Dict[str, Any] = {}
     for b in bases:
-        path = b if os.path.isabs(os.path.expanduser(b)) else os.path.join(os.path.dirname(filename), b)
+        try:
+            path = resolve_config_path(b, relative_to=os.path.dirname(filename))
+        except (ValueError, FileNotFoundError) as exc:
+            raise ConfigError(f"{filename}: _BASE_ {b!r}: {exc}") from exc
         _deep_update(merged, load_yaml_with_base(path, seen + [filename]))
     _deep_update(merged, loaded)
     return merged

@@ -136,6 +136,18 @@ _C.MODEL.VGG.DROPOUT = 0.5
 # Feature maps returned, among "conv1".."conv5", "pool1".."pool5", "fc7"; [] = all.
 _C.MODEL.VGG.OUT_FEATURES = []
 
+# timm backbone (BACKBONE.NAME "TimmBackbone", pip install segkit[timm]); weights: MODEL.BACKBONE.PRETRAINED
+# is a local file or "timm" (timm's local cache only; nothing is downloaded).
+_C.MODEL.TIMM = CN()
+# timm model name with features_only support, e.g. "convnext_tiny", "mobilenetv3_large_100".
+_C.MODEL.TIMM.NAME = "convnext_tiny"
+# Feature maps returned, "res<k>" = nominal stride 2**k (res2 = 1/4 .. res5 = 1/32); [] = every level.
+_C.MODEL.TIMM.OUT_FEATURES = []
+# Output stride: 32, or 16 / 8 where timm can dilate the architecture's last stages.
+_C.MODEL.TIMM.OUTPUT_STRIDE = 32
+# Stochastic depth rate (ConvNeXt, EfficientNet, ...); 0 = off.
+_C.MODEL.TIMM.DROP_PATH_RATE = 0.0
+
 # FCN head (HEAD.NAME "FCNHead"): IN_FEATURES fine-to-coarse, e.g. ["pool3", "pool4", "fc7"] = FCN-8s.
 _C.MODEL.FCN = CN()
 # Channels of a 3x3 conv-norm-ReLU before each score layer (0 = the paper's bare 1x1 score layers; 512 = torchvision's FCN).

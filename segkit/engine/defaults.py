@@ -42,6 +42,7 @@ from segkit.modeling import build_model
 from segkit.modeling.losses import class_stats_file
 from segkit.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from segkit.utils.device import resolve_device
+from segkit.utils.visualize import default_palette
 
 __all__ = [
     "default_argument_parser",
@@ -67,6 +68,8 @@ def default_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPa
     parser.add_argument("--resume", action="store_true",
                         help="continue from OUTPUT_DIR/last_checkpoint (model, optimizer, schedule, RNG, data position)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS (or the last checkpoint)")
+    parser.add_argument("--save-predictions", default=None, metavar="DIR",
+                        help="with --eval-only: write every prediction (label PNG, overlay) and per-image IoU to DIR")
     parser.add_argument("--num-gpus", type=int, default=1,
                         help="processes per machine (one per GPU; CPU processes on gloo when there is no GPU)")
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
@@ -319,8 +322,11 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def test(cls, cfg: CfgNode, model: nn.Module, postprocess: Optional[bool] = None,
-             pictures: bool = True) -> Dict[str, Dict[str, float]]:
+             pictures: bool = True, save_predictions: Optional[str] = None) -> Dict[str, Dict[str, float]]:
         """Evaluate on every dataset in ``DATASETS.TEST``.
+
+        ``save_predictions``: a folder; every prediction and the per-image IoU are written
+        to ``<folder>/<dataset>/`` (:class:`segkit.engine.prediction_writer.PredictionWriter`).
 
         Returns:
             ``{variant: metrics}`` for a single dataset, else ``{"<dataset>/<variant>": metrics}``.
@@ -336,6 +342,8 @@ class DefaultTrainer(TrainerBase):
         for name in cfg.DATASETS.TEST:
             evaluator = cls.build_evaluator(cfg, name)
             _stamp_iteration(evaluator)
+            if save_predictions:
+                evaluator = cls._prediction_writer(cfg, evaluator, os.path.join(save_predictions, name))
             # segkit.data shards the test set across processes; the evaluator sums the matrices.
             loader = cls.build_test_loader(cfg, name)
             results = inference_on_dataset(loader, evaluator, pipeline.inference, post)
@@ -347,6 +355,13 @@ class DefaultTrainer(TrainerBase):
             all_results.update({prefix + k: v for k, v in results.items()})
         inner.train(was_training)
         return all_results
+
+    @classmethod
+    def _prediction_writer(cls, cfg: CfgNode, evaluator, folder: str):
+        from segkit.engine.prediction_writer import PredictionWriter
+
+        _, palette, _ = dataset_classes(cfg, [evaluator.dataset_name])
+        return PredictionWriter(evaluator, folder, palette or default_palette(evaluator.num_classes))
 
     @classmethod
     def save_pictures(cls, cfg: CfgNode, evaluator) -> List[str]:
@@ -482,7 +497,7 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
             )
         pipeline = build_inference_pipeline(cfg, weights, who="--eval-only")
         logger.info("Evaluating %s", weights)
-        return DefaultTrainer.test(cfg, pipeline.model)
+        return DefaultTrainer.test(cfg, pipeline.model, save_predictions=getattr(args, "save_predictions", None))
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -1,9 +1,12 @@
-"""Scalars recorded during training and the writers that publish them.
+"""Scalars and images recorded during training and the writers that publish them.
 
-:class:`EventStorage` keeps the history of every scalar (loss terms, learning rate,
-step time, evaluation metrics). Writers read it periodically: :class:`JSONWriter`
-appends to ``metrics.jsonl``, :class:`TensorboardWriter` writes TensorBoard events
-and :class:`ConsolePrinter` prints the progress line with loss, lr, speed and ETA.
+:class:`EventStorage` keeps the recent history of every scalar (loss terms, learning
+rate, step time, evaluation metrics) in fvcore ``HistoryBuffer``s, bounded to
+``history_length`` values each, and the images put since the last write (prediction
+overlays, confusion matrices). Writers read it periodically: :class:`JSONWriter`
+appends scalars to ``metrics.jsonl``, :class:`TensorboardWriter` writes scalars and
+images as TensorBoard events and :class:`ConsolePrinter` prints the progress line
+with loss, lr, speed and ETA.
 """
 from __future__ import annotations
 
@@ -12,11 +15,12 @@ import json
 import logging
 import math
 import os
-import statistics
 from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
+from fvcore.common.history_buffer import HistoryBuffer
 
 __all__ = ["EventStorage", "get_event_storage", "JSONWriter", "TensorboardWriter", "ConsolePrinter"]
 
@@ -32,22 +36,34 @@ def get_event_storage() -> "EventStorage":
 
 
 class EventStorage:
-    """History of named scalars indexed by iteration.
+    """Recent history of named scalars indexed by iteration, and images to publish.
 
     Args:
         start_iter: the iteration the loop starts at (after a resume, not 0).
+        history_length: values kept per scalar (older ones are dropped; ``metrics.jsonl``
+            holds the full record). Smoothing windows must not exceed it.
     """
 
-    def __init__(self, start_iter: int = 0) -> None:
+    def __init__(self, start_iter: int = 0, history_length: int = 10000) -> None:
         self.iter = start_iter
-        self._history: Dict[str, List[Tuple[int, float]]] = defaultdict(list)
+        self._history: Dict[str, HistoryBuffer] = defaultdict(lambda: HistoryBuffer(max_length=history_length))
         self._smoothing: Dict[str, bool] = {}
+        self._images: List[Tuple[str, np.ndarray, int]] = []
 
     def put_scalar(self, name: str, value: float, smoothing_hint: bool = True) -> None:
         """Record ``value`` for the current iteration."""
         value = float(value.detach().item()) if isinstance(value, torch.Tensor) else float(value)
-        self._history[name].append((self.iter, value))
+        self._history[name].update(value, self.iter)
         self._smoothing.setdefault(name, smoothing_hint)
+
+    def put_image(self, name: str, image: np.ndarray) -> None:
+        """Queue an ``(H, W, 3)`` uint8 RGB picture for the image writers (TensorBoard)."""
+        self._images.append((name, np.ascontiguousarray(image), self.iter))
+
+    def pop_images(self) -> List[Tuple[str, np.ndarray, int]]:
+        """``[(name, image, iteration)]`` put since the last call, and forget them."""
+        images, self._images = self._images, []
+        return images
 
     def put_scalars(self, smoothing_hint: bool = True, **values: float) -> None:
         for k, v in values.items():
@@ -57,15 +73,16 @@ class EventStorage:
         """``[(iteration, value), ...]`` of ``name`` (KeyError if never recorded)."""
         if name not in self._history:
             raise KeyError(f"No scalar named '{name}' recorded; have: {sorted(self._history)}")
-        return self._history[name]
+        return [(int(it), v) for v, it in self._history[name].values()]
 
     def latest(self) -> Dict[str, Tuple[float, int]]:
         """``{name: (value, iteration)}`` of the most recent value of every scalar."""
-        return {k: (v[-1][1], v[-1][0]) for k, v in self._history.items() if v}
+        return {k: (b.values()[-1][0], int(b.values()[-1][1])) for k, b in self._history.items() if b.values()}
 
     def median(self, name: str, window: int) -> float:
         """Median of the last ``window`` values of ``name``."""
-        return statistics.median(v for _, v in self.history(name)[-window:])
+        self.history(name)  # the KeyError naming what exists
+        return float(self._history[name].median(window))
 
     def latest_with_smoothing(self, window: int = 20) -> Dict[str, Tuple[float, int]]:
         """Like :meth:`latest`, with smoothed scalars replaced by their recent median."""
@@ -141,6 +158,8 @@ class TensorboardWriter(_Writer):
         for it, values in sorted(self._new_values().items()):
             for k, v in values.items():
                 self._writer.add_scalar(k, v, it)
+        for name, image, it in get_event_storage().pop_images():
+            self._writer.add_image(name, image, it, dataformats="HWC")
         self._writer.flush()
 
     def close(self) -> None:

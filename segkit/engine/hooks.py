@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from segkit.config.configurable import build_component, configurable
@@ -44,20 +43,23 @@ def flatten_results(results: Dict[str, Dict[str, float]]) -> Dict[str, float]:
 
 
 class IterationTimer(HookBase):
-    """Record each step's wall time as ``time`` and log the total at the end."""
+    """Record each step's wall time as ``time`` and log the total at the end (fvcore ``Timer``s)."""
 
     def before_train(self) -> None:
-        self._train_start = time.perf_counter()
+        from fvcore.common.timer import Timer
+
+        self._train_timer = Timer()
+        self._step_timer = Timer()
 
     def before_step(self) -> None:
-        self._step_start = time.perf_counter()
+        self._step_timer.reset()
 
     def after_step(self) -> None:
-        self.trainer.storage.put_scalar("time", time.perf_counter() - self._step_start)
+        self.trainer.storage.put_scalar("time", self._step_timer.seconds())
 
     def after_train(self) -> None:
         done = self.trainer.iter - self.trainer.start_iter
-        total = time.perf_counter() - self._train_start
+        total = self._train_timer.seconds()
         logger.info("Trained %d iterations in %s (%.3f s/it)", done, datetime.timedelta(seconds=int(total)),
                     total / max(done, 1))
 

@@ -1,9 +1,11 @@
-"""Pictures of a run, drawn with OpenCV and NumPy (no matplotlib).
+"""Pictures of a run.
 
 * :func:`draw_prediction_panel`: image | ground truth | prediction(s), coloured
-  labels blended over the image, with a legend of the classes present;
-* :func:`draw_confusion_matrix`: row-normalised (recall) heat map with counts;
-* :func:`draw_curve`: a line plot with axes, used for the loss and mIoU curves.
+  labels blended over the image, with a legend of the classes present (OpenCV);
+* :func:`draw_confusion_matrix`: row-normalised (recall) heat map with a colour
+  bar, percentages and class names (matplotlib);
+* :func:`draw_curve`: a line plot with axes and a legend outside the data, used for
+  the loss, learning-rate and mIoU curves and by ``segkit plot`` (matplotlib, Agg).
 
 Images are ``(H, W, 3)`` uint8 RGB arrays; files are written as PNG. Label maps
 are coloured by :mod:`segkit.utils.visualize` (palette, colorize, overlay).
@@ -25,6 +27,8 @@ __all__ = [
     "draw_curve",
     "save_png",
     "save_training_curves",
+    "read_metrics",
+    "metric_series",
 ]
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -78,43 +82,59 @@ def draw_prediction_panel(
     return np.concatenate([row, _legend(present, class_names, palette, row.shape[1])], axis=0)
 
 
-def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], cell: int = 44) -> np.ndarray:
-    """Row-normalised confusion matrix (rows ground truth, columns prediction) as an RGB image."""
+def _figure_to_rgb(fig) -> np.ndarray:
+    """Render a matplotlib figure (Agg) to an ``(H, W, 3)`` uint8 RGB array and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return rgb
+
+
+def _pyplot():
+    """pyplot on the Agg backend: no display needed, safe in worker processes and CI."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], title: str = "",
+                          dpi: int = 100) -> np.ndarray:
+    """Row-normalised confusion matrix (rows ground truth, columns prediction) as an RGB image.
+
+    Each cell shows the percentage of its row (the class's recall on the diagonal); the
+    colour bar gives the scale, the axes carry the class names.
+
+    Args:
+        matrix: ``(K, K)`` pixel counts, rows ground truth.
+        class_names: ``K`` names.
+        title: drawn above the matrix.
+    """
+    plt = _pyplot()
     m = np.asarray(matrix, dtype=np.float64)
     k = m.shape[0]
-    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-    margin_l, margin_t = 110, 100
-    img = np.full((margin_t + k * cell + 30, margin_l + k * cell + 10, 3), 255, dtype=np.uint8)
-    for i in range(k):
-        for j in range(k):
-            shade = int(255 * (1 - norm[i, j]))
-            color = (shade, shade, 255) if i != j else (shade, 255, shade)
-            x, y = margin_l + j * cell, margin_t + i * cell
-            cv2.rectangle(img, (x, y), (x + cell - 1, y + cell - 1), color, -1)
-            text = f"{100 * norm[i, j]:.0f}"
-            tcol = (255, 255, 255) if norm[i, j] > 0.6 else (0, 0, 0)
-            cv2.putText(img, text, (x + 6, y + cell // 2 + 5), FONT, 0.4, tcol, 1, cv2.LINE_AA)
-        name = str(class_names[i])[:14]
-        cv2.putText(img, name, (4, margin_t + i * cell + cell // 2 + 4), FONT, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-    # Column names: drawn horizontally on a (k*cell, margin_t-5) strip, then rotated 90 degrees
-    # counter-clockwise so that they read bottom-up above their columns.
-    strip = np.full((k * cell, margin_t - 5, 3), 255, dtype=np.uint8)
-    for j in range(k):
-        cv2.putText(strip, str(class_names[j])[:14], (4, j * cell + cell // 2 + 4), FONT, 0.38, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    img[5:margin_t, margin_l : margin_l + k * cell] = np.rot90(strip, 1)
-    cv2.putText(img, "rows: ground truth, columns: prediction (% of row)", (4, img.shape[0] - 10), FONT, 0.4,
-                (0, 0, 0), 1, cv2.LINE_AA)
-    return img
-
-
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> np.ndarray:
-    if hi <= lo:
-        hi = lo + 1.0
-    raw = (hi - lo) / n
-    mag = 10 ** np.floor(np.log10(raw))
-    step = min((s * mag for s in (1, 2, 5, 10) if s * mag >= raw), default=raw)
-    return np.arange(np.ceil(lo / step) * step, hi + step * 1e-6, step)
+    norm = 100.0 * m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.45 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side), dpi=dpi, layout="constrained")
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=100)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the ground-truth row")
+    names = [str(n) for n in class_names]
+    ax.set_xticks(range(k), names, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    if k <= 30:  # numbers stay readable up to about 30 classes
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{norm[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 60 else "black")
+    if title:
+        ax.set_title(title)
+    return _figure_to_rgb(fig)
 
 
 def draw_curve(
@@ -122,36 +142,36 @@ def draw_curve(
     title: str,
     size: Tuple[int, int] = (640, 400),
     xlabel: str = "iteration",
+    ylabel: str = "",
+    logy: bool = False,
 ) -> np.ndarray:
-    """Line plot of ``{name: (xs, ys)}`` with axes, ticks and a legend; RGB uint8."""
-    w, h = size
-    left, right, top, bottom = 60, 15, 30, 40
-    img = np.full((h, w, 3), 255, dtype=np.uint8)
-    xs_all = np.concatenate([np.asarray(x, float) for x, _ in series.values()] or [np.zeros(1)])
-    ys_all = np.concatenate([np.asarray(y, float) for _, y in series.values()] or [np.zeros(1)])
-    ys_all = ys_all[np.isfinite(ys_all)] if np.isfinite(ys_all).any() else np.zeros(1)
-    x0, x1 = float(xs_all.min()), float(max(xs_all.max(), xs_all.min() + 1))
-    y0, y1 = float(min(ys_all.min(), 0.0)), float(ys_all.max() * 1.05 + 1e-9)
-    px = lambda x: int(left + (x - x0) / (x1 - x0) * (w - left - right))  # noqa: E731
-    py = lambda y: int(h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom))  # noqa: E731
-    for t in _nice_ticks(y0, y1):
-        cv2.line(img, (left, py(t)), (w - right, py(t)), (230, 230, 230), 1)
-        cv2.putText(img, f"{t:.3g}", (4, py(t) + 4), FONT, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-    for t in _nice_ticks(x0, x1):
-        cv2.putText(img, f"{t:.0f}", (px(t) - 10, h - bottom + 15), FONT, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
-    colors = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)]
-    for n, (name, (xs, ys)) in enumerate(series.items()):
-        pts = np.array([(px(x), py(y)) for x, y in zip(xs, ys) if np.isfinite(y)], dtype=np.int32)
-        color = colors[n % len(colors)]
-        if len(pts) > 1:
-            cv2.polylines(img, [pts], False, color, 2, cv2.LINE_AA)
-        for p in pts if len(pts) < 40 else []:
-            cv2.circle(img, tuple(int(v) for v in p), 3, color, -1)
-        cv2.putText(img, name, (left + 8, top + 16 + 16 * n), FONT, 0.45, color, 1, cv2.LINE_AA)
-    cv2.putText(img, title, (left, 20), FONT, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, xlabel, (w // 2 - 30, h - 8), FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    return img
+    """Line plot of ``{name: (xs, ys)}`` with axes and a legend placed outside the data; RGB uint8.
+
+    Args:
+        series: label -> x values and y values (non-finite y values are skipped).
+        size: ``(width, height)`` in pixels.
+        logy: logarithmic y axis (for learning rates).
+    """
+    plt = _pyplot()
+    dpi = 100
+    fig, ax = plt.subplots(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
+    for name, (xs, ys) in series.items():
+        xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        keep = np.isfinite(ys)
+        ax.plot(xs[keep], ys[keep], marker="o" if keep.sum() < 40 else None, markersize=3, linewidth=1.5,
+                label=name)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    if series:
+        # Below the axes, never over the lines (the OpenCV version wrote labels over the data).
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(len(series), 3), fontsize=8,
+                  frameon=False)
+    return _figure_to_rgb(fig)
 
 
 def save_png(path: str, rgb: np.ndarray) -> str:
@@ -176,24 +196,37 @@ def _read_metrics(metrics_file: str) -> List[dict]:
     return [by_iter[k] for k in sorted(by_iter)]
 
 
+def metric_series(rows: Sequence[dict], key: str) -> Tuple[List[int], List[float]]:
+    """``(iterations counted from 1, values)`` of ``key`` in ``metrics.jsonl`` rows, skipping rows without it."""
+    pts = [(r["iteration"] + 1, r[key]) for r in rows if r.get(key) is not None]
+    return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
+
+
 def save_training_curves(metrics_file: str, out_dir: str, metric_names: Sequence[str] = ()) -> List[str]:
-    """``loss_curve.png`` (total and per-term loss) and one PNG per metric from ``metrics.jsonl``."""
+    """``loss_curve.png`` (total and per-term loss), ``lr_curve.png`` and one PNG per metric from ``metrics.jsonl``."""
     rows = _read_metrics(metrics_file)
     paths = []
     terms = sorted({k for r in rows for k in r if k.startswith("loss")})
     # With one loss term the total is the same curve; draw it only when it adds something.
     loss_keys = (["total_loss"] if len(terms) > 1 else []) + terms
     if loss_keys:
-        series = {k: ([r["iteration"] + 1 for r in rows if r.get(k) is not None],
-                      [r[k] for r in rows if r.get(k) is not None]) for k in loss_keys}
-        paths.append(save_png(os.path.join(out_dir, "loss_curve.png"), draw_curve(series, "training loss")))
+        series = {k: metric_series(rows, k) for k in loss_keys}
+        loss = draw_curve(series, "training loss", ylabel="loss")
+        paths.append(save_png(os.path.join(out_dir, "loss_curve.png"), loss))
+    if any(r.get("lr") is not None for r in rows):
+        lr = draw_curve({"lr": metric_series(rows, "lr")}, "learning rate", ylabel="lr")
+        paths.append(save_png(os.path.join(out_dir, "lr_curve.png"), lr))
     for name in metric_names:
-        pts = [(r["iteration"] + 1, r[name]) for r in rows if r.get(name) is not None]
-        if pts:
-            xs, ys = zip(*pts)
+        xs, ys = metric_series(rows, name)
+        if xs:
             fname = name.replace("/", "_").replace("+", "_") + "_curve.png"
-            paths.append(save_png(os.path.join(out_dir, fname), draw_curve({name: (xs, ys)}, name)))
+            paths.append(save_png(os.path.join(out_dir, fname), draw_curve({name: (xs, ys)}, name, ylabel=name)))
     return paths
+
+
+def read_metrics(metrics_file: str) -> List[dict]:
+    """Rows of a ``metrics.jsonl``, one per iteration (a resumed run's re-logged iterations merged)."""
+    return _read_metrics(metrics_file)
 
 
 def to_rgb(image_chw) -> np.ndarray:
@@ -202,10 +235,24 @@ def to_rgb(image_chw) -> np.ndarray:
     return np.ascontiguousarray(arr).astype(np.uint8)
 
 
+def publish_image(name: str, rgb: np.ndarray) -> bool:
+    """Queue a picture for TensorBoard when a training loop is running; returns whether it was."""
+    from segkit.engine.events import _CURRENT
+
+    if not _CURRENT:
+        return False
+    _CURRENT[-1].put_image(name, rgb)
+    return True
+
+
 def save_evaluation_pictures(
     evaluator, out_dir: str, palette: Optional[Sequence[Tuple[int, int, int]]] = None
 ) -> List[str]:
-    """Prediction panels of the evaluator's kept samples and one confusion-matrix PNG per variant."""
+    """Prediction panels of the evaluator's kept samples and one confusion-matrix PNG per variant.
+
+    During training the same pictures also go to TensorBoard (``<dataset>/pred_<n>``,
+    ``<dataset>/confusion/<variant>``).
+    """
     names = evaluator.class_names
     palette = list(palette) if palette else default_palette(len(names))
     paths = []
@@ -214,7 +261,10 @@ def save_evaluation_pictures(
         panel = draw_prediction_panel(to_rgb(s["image"]), s["sem_seg"].numpy(), preds, palette, names,
                                       evaluator.ignore_value)
         paths.append(save_png(os.path.join(out_dir, f"{evaluator.dataset_name}_pred_{n:02d}.png"), panel))
+        publish_image(f"{evaluator.dataset_name}/pred_{n:02d}", panel)
     for key, matrix in getattr(evaluator, "confusion", {}).items():
         fname = f"{evaluator.dataset_name}_confusion_{key.replace('+', '_')}.png"
-        paths.append(save_png(os.path.join(out_dir, fname), draw_confusion_matrix(matrix.numpy(), names)))
+        picture = draw_confusion_matrix(matrix.numpy(), names, f"{evaluator.dataset_name}: {key}")
+        paths.append(save_png(os.path.join(out_dir, fname), picture))
+        publish_image(f"{evaluator.dataset_name}/confusion/{key}", picture)
     return paths

@@ -402,5 +402,11 @@ def check_model_gridding(model: nn.Module, on_gridding: str = "warn") -> List[Gr
             where = label if axis == 0 else f"{label} (width axis)"
             if axis == 1 and any(r.where.split(" (")[0] == label and list(r.rates) == rates for r in reports):
                 continue
+            if any(k % 2 == 0 for k in kernels):
+                # Even kernels (timm's 2x2 downsampling convs and pools) have no centre tap:
+                # the analysis does not apply; say so instead of failing the model build.
+                warnings.warn(f"{where}: kernel sizes {kernels} include an even size; the gridding check "
+                              "models centred (odd) kernels only and skips this stack.", GriddingWarning, stacklevel=2)
+                continue
             reports.append(check_dilation_rates(rates, kernels, where=where, on_gridding=on_gridding))
     return reports

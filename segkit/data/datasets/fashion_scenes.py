@@ -156,14 +156,26 @@ def _write_scenes(args: Tuple[FashionScenesParams, str, int, int, str]) -> List[
 def _generate(p: FashionScenesParams, split: str, out: str, workers: int) -> None:
     for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
+    from tqdm import tqdm
+
     n = p.count(split)
-    chunk = max(1, -(-n // (4 * max(1, workers))))
+    # Small chunks so that the progress bar moves; each scene depends on its index only.
+    chunk = max(1, min(-(-n // (4 * max(1, workers))), 100))
     jobs = [(p, split, s, min(n, s + chunk), out) for s in range(0, n, chunk)]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            ids = [i for part in pool.map(_write_scenes, jobs) for i in part]
-    else:
-        ids = [i for job in jobs for i in _write_scenes(job)]
+    bar = tqdm(total=n, desc=f"FashionScenes: generating {split} scenes (first use only)", unit="img",
+               disable=n < 500)
+    ids = []
+    with bar:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for part in pool.map(_write_scenes, jobs):
+                    ids += part
+                    bar.update(len(part))
+        else:
+            for job in jobs:
+                part = _write_scenes(job)
+                ids += part
+                bar.update(len(part))
     with open(os.path.join(out, "ImageSets", "Segmentation", f"{split}.txt"), "w") as f:
         f.write("\n".join(ids) + "\n")
     with open(os.path.join(out, "fashion_scenes.json"), "w") as f:
