@@ -86,7 +86,8 @@ def collect_env() -> Dict[str, Any]:
     ]
     rows += [(label, _version(label, mod, attr)) for label, mod, attr in LIBRARIES]
     rows += _devices()
-    plugins.load_plugins([], "warn")
+    # Built-ins, then plugins as the switches say; a broken plugin is reported, not fatal here.
+    segkit.load_components(on_error="warn")
     records = [{"name": r.name, "status": r.status, "distribution": r.distribution, "version": r.version,
                 "entry_point": r.value, "error": r.error} for r in plugins.plugin_records()]
     return {"rows": rows, "plugins": records}
