@@ -325,6 +325,7 @@ class Predictor:
 
     def __init__(self, cfg, weights: Optional[str] = None, batch_size: Optional[int] = None) -> None:
         from segkit.modeling import build_model
+        from segkit.modeling.optimize import prepare_for_inference
         from segkit.postprocess import build_inference, build_postprocessor_chain
 
         if batch_size is None:
@@ -338,7 +339,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.model = build_model(self.cfg)
         self.weights = self._load_weights(weights)
-        self.model.eval()
+        self.model = prepare_for_inference(self.model, self.cfg)
         self.metadata = pipeline_metadata(self.cfg)
         self._inference = build_inference(self.cfg, self.model)
         self._chain = build_postprocessor_chain(self.cfg)

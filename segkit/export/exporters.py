@@ -78,7 +78,9 @@ def build_export_model(cfg, weights: Optional[str] = None) -> nn.Module:
         load_model_weights(model, path)
     else:
         warnings.warn("export: no weights given; exporting an untrained model.", stacklevel=2)
-    return model.eval()
+    from segkit.modeling.optimize import prepare_for_inference
+
+    return prepare_for_inference(model, cfg)
 
 
 def _needs_resize(model: nn.Module) -> bool:
