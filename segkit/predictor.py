@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from segkit.utils.device import resolve_device
+from segkit.utils.threads import choose_threads, intra_op_threads, thread_override
 
 __all__ = [
     "Predictor",
@@ -41,6 +42,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("RGB", "BGR")
+# Input pixels per intra-op thread of a model call: below it one thread is faster (see segkit.utils.threads).
+_MODEL_GRAIN = 64 * 64
 ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
 
 
@@ -344,6 +347,7 @@ class Predictor:
         self._inference = build_inference(self.cfg, self.model)
         self._chain = build_postprocessor_chain(self.cfg)
         self._transform = _load_test_transform(self.cfg)
+        self._num_threads = int(self.cfg.TEST.get("NUM_THREADS", 0))
         self._lock = threading.Lock()
         self._transform_lock = threading.Lock()
 
@@ -384,8 +388,10 @@ class Predictor:
         # Contiguous NCHW, like the test loader's batches: a channels-last view would pick
         # other convolution kernels and change the results in the last bits.
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous().to(self.device)
-        with self._lock:
-            probs = self._inference(batch)
+        with self._lock, thread_override(self._num_threads):
+            # Threads for the work and the load (segkit.utils.threads); the CRF picks its own.
+            with intra_op_threads(choose_threads(batch.shape[0] * batch.shape[2] * batch.shape[3], _MODEL_GRAIN)):
+                probs = self._inference(batch)
             probs = self._chain(probs, batch)
         out = []
         for i, (h, w) in enumerate(sizes):

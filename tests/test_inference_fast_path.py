@@ -83,3 +83,17 @@ def test_exported_pipeline_is_optimised_and_matches_the_eager_model(setup, fmt, 
     report = check_parity(eager_cfg, weights, path, _images())  # reference: the eager model
     assert report.pixel_agreement >= 0.9999, report
     assert report.max_prob_diff < 1e-4, report
+
+
+def test_predictor_threads_follow_the_policy_and_the_config_key(setup):
+    cfg, _, weights = setup
+    image = _images()[1][:8, :8]  # 64 pixels: far below one thread's grain
+    for key, expected in ((0, 1), (3, 3)):
+        c = cfg.clone()
+        c.TEST.NUM_THREADS = key
+        pred = segkit.Predictor(c, weights=weights)
+        seen = []
+        pred.model.register_forward_pre_hook(lambda m, args: seen.append(torch.get_num_threads()))
+        before = torch.get_num_threads()
+        pred(image)
+        assert seen == [expected] and torch.get_num_threads() == before

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from segkit.postprocess.permutohedral import LatticeFilter, PermutohedralLattice
 from segkit.registry import POSTPROCESSOR_REGISTRY
+from segkit.utils.threads import choose_threads, intra_op_threads
 
 __all__ = ["CRFParams", "DenseCRF", "dense_crf", "dense_crf_batch", "set_kernel_cache_size", "BACKENDS"]
 
@@ -227,9 +228,22 @@ def _mean_field(unary: torch.Tensor, operators: Sequence[LatticeFilter], iterati
     return q
 
 
+# Pixels x labels per intra-op thread of the native CRF: its ops are short gathers,
+# and below this a second thread costs more in barriers than it saves.
+_CRF_GRAIN = 1 << 20
+
+
 @torch.no_grad()
 def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) -> torch.Tensor:
     """Native dense CRF: images (B, H, W, 3) uint8, unary (B, K, H, W) -> Q (B, K, H, W)."""
+    if unary.device.type != "cpu":
+        return _native_compute(images, unary, params)
+    # Threads for the work and the machine's load, not torch's global default (segkit.utils.threads).
+    with intra_op_threads(choose_threads(unary.numel(), _CRF_GRAIN)):
+        return _native_compute(images, unary, params)
+
+
+def _native_compute(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) -> torch.Tensor:
     b, k, h, w = unary.shape
     smooth, appearance = _features(images, params)
     # Same order as DeepLab / pydensecrf scripts: smoothness first, then appearance.
