@@ -23,6 +23,7 @@ from segkit.evaluation.metrics import (
     format_per_class_table,
     metrics_from_confusion,
 )
+from segkit.postprocess.chain import on_valid_regions
 from segkit.registry import EVALUATOR_REGISTRY
 
 __all__ = ["SemSegEvaluator", "build_sem_seg_evaluator", "inference_on_dataset", "RAW_KEY", "postprocessed_key"]
@@ -210,7 +211,8 @@ def inference_on_dataset(
             probs = inference(images)
             outputs = {RAW_KEY: probs}
             for key, post in postprocessors.items():
-                outputs[key] = post(probs, images)
+                # Each image's valid region only: padding must not change a post-processed result.
+                outputs[key] = on_valid_regions(post, probs, images, batch.get("image_sizes"))
             evaluator.process({**batch, "image": batch["image"]}, outputs)
             if log_period and (idx + 1) % log_period == 0 and _is_main_process():
                 rate = (idx + 1) / max(time.perf_counter() - start, 1e-9)
