@@ -215,16 +215,28 @@ class _FusedMeanField:
         return F.embedding_bag(cols, self.table, mode="sum", per_sample_weights=vals)
 
 
+def _exp_normalize(energy: torch.Tensor) -> torch.Tensor:
+    """The reference's expAndNormalize over rows of (P, K): subtract the max, exponentiate, normalise.
+
+    ``torch.softmax`` over a short last dimension runs one row at a time (4x slower
+    than three whole-tensor passes for K <= 8 on CPU); from about 16 labels on it is
+    the faster one. Both agree to float rounding.
+    """
+    if energy.shape[1] > 8 or energy.device.type != "cpu":
+        return torch.softmax(energy, dim=1)
+    q = (energy - energy.amax(dim=1, keepdim=True)).exp_()
+    return q.div_(q.sum(dim=1, keepdim=True))
+
+
 def _mean_field(unary: torch.Tensor, operators: Sequence[LatticeFilter], iterations: int) -> torch.Tensor:
     """Mean-field inference (Krähenbühl and Koltun 2011, alg. 1) on (P, K) unaries."""
     neg_unary = -unary.contiguous()
-    # The reference's expAndNormalize: subtract the max, exponentiate, normalise.
-    q = torch.softmax(neg_unary, dim=1)
+    q = _exp_normalize(neg_unary)
     if iterations == 0 or not operators:
         return q
     fused = _FusedMeanField(operators, neg_unary)
     for _ in range(iterations):
-        q = torch.softmax(fused.energy(q), dim=1)
+        q = _exp_normalize(fused.energy(q))
     return q
 
 

@@ -156,7 +156,7 @@ def _simplices(elevated: torch.Tensor, batch: int):
     bary[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
     # Codes. Digit strides per coordinate (coordinate d carries no digit).
     digit_strides = torch.tensor(strides[2:] + [0], dtype=ctype, device=device)
-    stride_sorted = digit_strides[order]  # stride of the coordinate in each slot
+    stride_sorted = _take(digit_strides, order)  # stride of the coordinate in each slot
     base = ((v[:, :d].to(ctype) - qmin.to(ctype)) * digit_strides[:d]).sum(dim=1, dtype=ctype)
     base += (shift * stride_sorted).sum(dim=1, dtype=ctype)
     if batch > 1:
@@ -167,6 +167,16 @@ def _simplices(elevated: torch.Tensor, batch: int):
     codes = base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None]
     codes[1:] -= top[:, :-1].t()
     return codes, bary, radix, strides, total
+
+
+def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` along dim 0, through ``index_select``.
+
+    Advanced indexing goes through a generic kernel that is about 10x slower on CPU
+    for the multi-million-entry gathers of lattice construction; ``index_select``
+    is a plain gather loop. (Scatters likewise use ``index_copy_``.)
+    """
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, *values.shape[1:])
 
 
 def _index_dtype(device: torch.device, count: int) -> torch.dtype:
@@ -233,27 +243,27 @@ class PermutohedralLattice:
         new = torch.ones_like(flat, dtype=torch.bool)
         new[1:] = flat[1:] != flat[:-1]
         starts = torch.nonzero(new).squeeze(1)
-        self.vertex_codes = flat[starts].to(torch.int64)  # sorted, for the blur's look-ups
+        self.vertex_codes = _take(flat, starts).to(torch.int64)  # sorted, for the blur's look-ups
         m = self.num_vertices = int(starts.numel())
         points = points.reshape(-1)
         # First-touch numbering: vertex of code rank c gets number rank_of[c].
-        self._by_first = torch.sort(points[starts], stable=True).indices  # code ranks in first-touch order
+        self._by_first = torch.sort(_take(points, starts), stable=True).indices  # code ranks in first-touch order
         rank_of = torch.empty_like(self._by_first)
-        rank_of[self._by_first] = torch.arange(m, device=device)
+        rank_of.index_copy_(0, self._by_first, torch.arange(m, device=device))
         itype = _index_dtype(device, p * d1)
         run_lengths = torch.diff(starts, append=torch.tensor([d1 * p], device=device))
         slot = (torch.arange(d1, device=device) * p).repeat_interleave(p) + points  # k * P + point
         offsets = torch.empty(d1 * p, dtype=itype, device=device)
-        offsets[slot] = rank_of.to(itype).repeat_interleave(run_lengths)
+        offsets.index_copy_(0, slot, rank_of.to(itype).repeat_interleave(run_lengths))
         self.offsets = self._slice_col = offsets.view(d1, p).t().contiguous()  # (P, d+1)
         # Splat bags in first-touch order: move each run of the sorted entries.
-        lengths = run_lengths[self._by_first]
+        lengths = _take(run_lengths, self._by_first)
         bag_starts = torch.cumsum(lengths, dim=0) - lengths
-        entries = torch.repeat_interleave(starts[self._by_first] - bag_starts, lengths)
+        entries = torch.repeat_interleave(_take(starts, self._by_first) - bag_starts, lengths)
         entries += torch.arange(d1 * p, device=device)  # position in the sorted (k-major) layout
         self._splat_bags = bag_starts.to(itype)
-        self._splat_col = points[entries].to(itype)
-        self._splat_weights = self.weights.t().reshape(-1)[slot[entries]]
+        self._splat_col = _take(points, entries).to(itype)
+        self._splat_weights = _take(self.weights.t().reshape(-1), _take(slot, entries))
 
     def _build_blur(self, radix, strides) -> None:
         """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
@@ -263,21 +273,21 @@ class PermutohedralLattice:
         digits = [torch.div(codes, strides[2 + i], rounding_mode="floor") % radix[2 + i] for i in range(d)]
         rows = torch.arange(m, device=codes.device)
         rank_of = torch.empty_like(self._by_first)
-        rank_of[self._by_first] = rows
+        rank_of.index_copy_(0, self._by_first, rows)
         self._blur = []
         for j in range(d1):
             cols, vals = [rows], [torch.ones(m, dtype=torch.float32, device=codes.device)]
             for sign in (1, -1):
                 target = _neighbour_codes(codes, k_v, digits, j, sign, d, strides)
                 pos = torch.searchsorted(self.vertex_codes, target).clamp(max=m - 1)
-                hit = self.vertex_codes[pos] == target
+                hit = _take(self.vertex_codes, pos) == target
                 # A missing neighbour contributes zero (the reference's zero row).
                 cols.append(torch.where(hit, pos, rows))
                 vals.append(hit.to(torch.float32) * 0.5)
             # Rows and columns from code ranks to first-touch numbers.
-            col = rank_of[torch.stack(cols, dim=1)[self._by_first]]
+            col = _take(rank_of, _take(torch.stack(cols, dim=1), self._by_first))
             itype = _index_dtype(codes.device, m)
-            self._blur.append((col.to(itype), torch.stack(vals, dim=1)[self._by_first]))
+            self._blur.append((col.to(itype), _take(torch.stack(vals, dim=1), self._by_first)))
 
     # ------------------------------------------------------------------ filtering
     def operator(
@@ -293,7 +303,7 @@ class PermutohedralLattice:
         """
         splat_w = self._splat_weights
         if pre is not None:
-            splat_w = splat_w * pre[self._splat_col]
+            splat_w = splat_w * _take(pre, self._splat_col)
         scale = post * self.alpha if (post is not None and fold_alpha) else post
         if scale is not None:
             slice_w = self.weights * scale[:, None]
