@@ -85,8 +85,9 @@ def _packing(v: torch.Tensor, batch: int, d1: int):
     lattice can never alias another vertex.
     """
     d = d1 - 1
-    qmin = v[:, :d].amin(dim=0).to(torch.int64) - 3
-    span = v[:, :d].amax(dim=0).to(torch.int64) - qmin + 3
+    low, high = torch.aminmax(v, dim=0)  # whole rows: faster than reducing a column slice
+    qmin = low[:d].to(torch.int64) - 3
+    span = high[:d].to(torch.int64) - qmin + 3
     # The remainder k is the most significant digit, so sorting each k's codes
     # separately sorts them all (see PermutohedralLattice._number_vertices).
     radix = [d1, batch] + [int(x) for x in span.tolist()]
@@ -137,17 +138,21 @@ def _simplices(elevated: torch.Tensor, batch: int):
     qmin, radix, strides, total = _packing(v, batch, d1)
     ctype = torch.int32 if total < 2**31 else torch.int64  # int32 codes sort about twice as fast
     order = torch.sort(elevated - rem0, dim=1, descending=True, stable=True).indices  # order[:, r]: coord ranked r
+    # Both per-slot quantities below depend only on sum(v), which lies in [-d, d]: read
+    # them from (2d+1, d+1) tables, one row gather per point, instead of computing
+    # them elementwise over (P, d+1).
     slots = torch.arange(d1, device=device)
+    sums = torch.arange(-d, d + 1, device=device)[:, None]
+    row = total_shift + d
     # Off-plane points: rank r becomes r + sum(v); ranks that leave [0, d] wrap and
     # move their coordinate's rem0 by -+(d+1).
-    new_rank = slots + total_shift[:, None]
-    shift = (new_rank < 0).to(ctype) - (new_rank > d).to(ctype)
+    new_rank = slots + sums
+    shift = _take((new_rank < 0).to(ctype) - (new_rank > d).to(ctype), row)
     # Residual of the coordinate in each rank slot after the wrap, in float32 as the reference.
     rem_sorted = torch.gather(rem0, 1, order) + (shift * d1).to(torch.float32)
     scaled = (torch.gather(elevated, 1, order) - rem_sorted) * down
     # Slot holding final rank r: (r - sum(v)) mod (d+1).
-    source = slots - total_shift[:, None]  # in [-d, 2d]: wrap once either way
-    source = torch.where(source < 0, source + d1, torch.where(source > d, source - d1, source))
+    source = _take(torch.remainder(slots - sums, d1), row)
     by_rank = torch.gather(scaled, 1, source)  # by_rank[:, r] = residual with final rank r
     bary = torch.empty_like(by_rank)
     flipped = by_rank.flip(1)
