@@ -275,15 +275,16 @@ class PermutohedralLattice:
         m, d1, d = self.num_vertices, self.dim + 1, self.dim
         codes = self.vertex_codes
         k_v = torch.div(codes, strides[0], rounding_mode="floor")
-        digits = [torch.div(codes, strides[2 + i], rounding_mode="floor") % radix[2 + i] for i in range(d)]
+        bases = _neighbour_bases(codes, k_v, d, strides)
         rows = torch.arange(m, device=codes.device)
         rank_of = torch.empty_like(self._by_first)
         rank_of.index_copy_(0, self._by_first, rows)
         self._blur = []
         for j in range(d1):
             cols, vals = [rows], [torch.ones(m, dtype=torch.float32, device=codes.device)]
-            for sign in (1, -1):
-                target = _neighbour_codes(codes, k_v, digits, j, sign, d, strides)
+            step = strides[2 + j] if j < d else 0
+            for sign, base in zip((1, -1), bases):
+                target = base + sign * step
                 pos = torch.searchsorted(self.vertex_codes, target).clamp(max=m - 1)
                 hit = _take(self.vertex_codes, pos) == target
                 # A missing neighbour contributes zero (the reference's zero row).
@@ -387,26 +388,25 @@ class LatticeFilter:
         return out.add_(result)
 
 
-def _neighbour_codes(codes, k_v, digits, j, sign, d, strides):
-    """Code of the neighbour of each vertex along lattice direction j.
+def _neighbour_bases(codes: torch.Tensor, k_v: torch.Tensor, d: int, strides):
+    """Codes of every vertex's two neighbours along lattice direction j, less ``+-stride_j``.
 
     The reference's neighbours are ``key - 1 + (d+1) e_j`` (sign=+1) and
     ``key + 1 - (d+1) e_j`` (sign=-1). In (k, q) form, sign=+1 moves the remainder
     k to k-1 and q_j up by one, except when k wraps from 0 to d: then q_j stays and
-    every other q_i drops by one. sign=-1 is the inverse move. Direction j = d has
-    no stored coordinate: only the remainder and the wrap apply. Digits stay inside
-    their radix thanks to the packing margin; out of range means "absent" (-1).
+    every other q_i drops by one. sign=-1 is the inverse move. Summed over the
+    digits, both cases give ``code - s_k + w (d+1) s_k - w S + s_j`` for sign=+1
+    (w: the vertex wraps, s_k: the remainder's stride, S: the sum of the digit
+    strides, s_j: direction j's, 0 for j = d, which has no stored digit) and the
+    mirror image for sign=-1. So one base per sign serves every direction: the
+    neighbour along j is ``base_plus + s_j`` and ``base_minus - s_j``. Digits stay
+    inside their radix thanks to the packing margin.
+
+    Returns:
+        (base_plus, base_minus): (M,) int64 each.
     """
-    d1 = d + 1
-    if sign > 0:
-        wraps = k_v == 0
-        new_k = torch.where(wraps, torch.full_like(k_v, d), k_v - 1)
-        step_j, step_others = (~wraps).to(torch.int64), -wraps.to(torch.int64)
-    else:
-        wraps = k_v == d
-        new_k = torch.where(wraps, torch.zeros_like(k_v), k_v + 1)
-        step_j, step_others = -(~wraps).to(torch.int64), wraps.to(torch.int64)
-    out = codes + (new_k - k_v) * strides[0]
-    for i in range(d):
-        out = out + (step_j if i == j else step_others) * strides[2 + i]
-    return out
+    s_k = strides[0]
+    wrap_step = (d + 1) * s_k - sum(strides[2 : 2 + d])
+    plus = codes - s_k + (k_v == 0).to(torch.int64) * wrap_step
+    minus = codes + s_k - (k_v == d).to(torch.int64) * wrap_step
+    return plus, minus
