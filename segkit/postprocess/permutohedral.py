@@ -248,7 +248,7 @@ class PermutohedralLattice:
         new = torch.ones_like(flat, dtype=torch.bool)
         new[1:] = flat[1:] != flat[:-1]
         starts = torch.nonzero(new).squeeze(1)
-        self.vertex_codes = _take(flat, starts).to(torch.int64)  # sorted, for the blur's look-ups
+        self.vertex_codes = _take(flat, starts)  # sorted, for the blur's look-ups (int32 when the packing fits)
         m = self.num_vertices = int(starts.numel())
         points = points.reshape(-1)
         # First-touch numbering: vertex of code rank c gets number rank_of[c].
@@ -403,10 +403,11 @@ def _neighbour_bases(codes: torch.Tensor, k_v: torch.Tensor, d: int, strides):
     inside their radix thanks to the packing margin.
 
     Returns:
-        (base_plus, base_minus): (M,) int64 each.
+        (base_plus, base_minus): (M,) each, in the codes' dtype (every neighbour code
+        lies in [0, total), like the codes).
     """
     s_k = strides[0]
     wrap_step = (d + 1) * s_k - sum(strides[2 : 2 + d])
-    plus = codes - s_k + (k_v == 0).to(torch.int64) * wrap_step
-    minus = codes + s_k - (k_v == d).to(torch.int64) * wrap_step
+    plus = codes - s_k + (k_v == 0).to(codes.dtype) * wrap_step
+    minus = codes + s_k - (k_v == d).to(codes.dtype) * wrap_step
     return plus, minus
