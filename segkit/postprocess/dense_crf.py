@@ -249,7 +249,7 @@ def _mean_field(unary: torch.Tensor, operators: Sequence[LatticeFilter], iterati
 
 # Pixels x labels per intra-op thread of the native CRF: its ops are short gathers,
 # and below this a second thread costs more in barriers than it saves.
-_CRF_GRAIN = 1 << 20
+_CRF_GRAIN = 1 << 18
 
 
 @torch.no_grad()
