@@ -139,12 +139,16 @@ def run_condition(condition, args, device, cases, competitor_pid=None):
             if not args.no_reference:
                 timing, ref = _timed(lambda: _reference(image, probs, args.iterations), torch.device("cpu"), exclude)
                 runs[(size, k)]["pydensecrf"].append(timing)
+                print(f"  {condition} {size} K={k} pydensecrf: {timing['wall']:.3f} s wall, {timing['cpu']:.3f} s CPU, "
+                      f"others {timing['other_cpu']:.2f} s CPU", flush=True)
             for key, cold in (("native", True), ("cached", False)):
                 seen = []
                 timing, labels = _timed(lambda: seen.append(_threads_now()) or _native(image_t, probs_t, args.iterations, cold),
                                         device, exclude)
                 runs[(size, k)][key].append(timing)
                 threads_used[(size, k)] = seen[0]
+                print(f"  {condition} {size} K={k} {key}: {timing['wall']:.3f} s wall, {timing['cpu']:.3f} s CPU, "
+                      f"others {timing['other_cpu']:.2f} s CPU", flush=True)
                 if ref is not None:
                     agreement[(size, k)].append(float((ref == labels).mean()))
     rows = []

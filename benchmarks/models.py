@@ -348,9 +348,11 @@ def format_products(rows: List[dict]) -> List[str]:
     return lines
 
 
-def _voc_configs(pattern: str) -> List[str]:
+def _voc_configs(patterns) -> List[str]:
     # Base-*.yaml are fragments other configs inherit, not models.
-    return sorted(p for p in glob.glob(str(ROOT / pattern)) if not Path(p).name.startswith("Base-"))
+    patterns = [patterns] if isinstance(patterns, str) else patterns
+    found = {p for pattern in patterns for p in glob.glob(str(ROOT / pattern))}
+    return sorted(p for p in found if not Path(p).name.startswith("Base-"))
 
 
 def _inputs(args):
@@ -532,7 +534,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="interleaved timed runs per model (median reported)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--device", default="auto")
-    p.add_argument("--configs", default="configs/voc/*.yaml", help="glob of built-in model configs")
+    p.add_argument("--configs", nargs="+", default=["configs/voc/*.yaml"], help="globs of built-in model configs")
     p.add_argument("--peers-only", action="store_true", help="only the torchvision/segkit FCN comparison")
     p.add_argument("--quick", action="store_true", help="short run: 3 repeats, fewer GEMM repeats, no training, no "
                    "TorchScript variant of the built-in models")
