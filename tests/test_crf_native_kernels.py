@@ -23,3 +23,18 @@ def test_take_is_advanced_indexing():
         for dtype in (torch.int64, torch.int32):
             assert torch.equal(_take(values, index.to(dtype)), values[index])
             assert torch.equal(_take(values[:, 0], index.to(dtype)), values[:, 0][index])
+
+
+def test_simplices_in_chunks_equal_one_pass(monkeypatch):
+    """Chunking the points (cache-sized runs) changes nothing, batch index included."""
+    import segkit.postprocess.permutohedral as perm
+
+    gen = torch.Generator().manual_seed(3)
+    features = torch.rand(2, 300, 5, generator=gen) * torch.tensor([9.0, 7.0, 3.0, 3.0, 3.0])
+    values = torch.rand(600, 4, generator=gen)
+    whole = perm.PermutohedralLattice(features)
+    monkeypatch.setattr(perm, "_CHUNK", 37)  # not a divisor of 300: chunks straddle the two images
+    chunked = perm.PermutohedralLattice(features)
+    assert chunked.num_vertices == whole.num_vertices
+    assert torch.equal(chunked.offsets, whole.offsets) and torch.equal(chunked.weights, whole.weights)
+    assert torch.equal(chunked.filter(values), whole.filter(values))

@@ -129,14 +129,36 @@ def _simplices(elevated: torch.Tensor, batch: int):
     """
     p, d1 = elevated.shape
     d = d1 - 1
-    device = elevated.device
     down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
     # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
     v = torch.round(elevated * down)
-    rem0 = v * float(d1)
-    total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
     qmin, radix, strides, total = _packing(v, batch, d1)
     ctype = torch.int32 if total < 2**31 else torch.int64  # int32 codes sort about twice as fast
+    codes = torch.empty(d1, p, dtype=ctype, device=elevated.device)
+    bary = torch.empty(p, d1, dtype=torch.float32, device=elevated.device)
+    # Every point is independent once the packing is known: work through the points in
+    # chunks whose (chunk, d+1) temporaries stay in cache (on large images each
+    # whole-tensor pass would otherwise stream tens of megabytes from memory).
+    per_image = p // batch
+    for start in range(0, p, _CHUNK):
+        stop = min(start + _CHUNK, p)
+        _simplices_chunk(elevated[start:stop], v[start:stop], qmin, strides, ctype, down,
+                         (torch.arange(start, stop, device=elevated.device) // per_image) if batch > 1 else None,
+                         codes[:, start:stop], bary[start:stop])
+    return codes, bary, radix, strides, total
+
+
+# Points per chunk of the simplex computation (see _simplices).
+_CHUNK = 1 << 16
+
+
+def _simplices_chunk(elevated, v, qmin, strides, ctype, down, image, codes_out, bary_out) -> None:
+    """:func:`_simplices` for a run of points: writes their codes (d+1, n) and weights (n, d+1)."""
+    d1 = elevated.shape[1]
+    d = d1 - 1
+    device = elevated.device
+    rem0 = v * float(d1)
+    total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
     order = torch.sort(elevated - rem0, dim=1, descending=True, stable=True).indices  # order[:, r]: coord ranked r
     # Both per-slot quantities below depend only on sum(v), which lies in [-d, d]: read
     # them from (2d+1, d+1) tables, one row gather per point, instead of computing
@@ -154,24 +176,22 @@ def _simplices(elevated: torch.Tensor, batch: int):
     # Slot holding final rank r: (r - sum(v)) mod (d+1).
     source = _take(torch.remainder(slots - sums, d1), row)
     by_rank = torch.gather(scaled, 1, source)  # by_rank[:, r] = residual with final rank r
-    bary = torch.empty_like(by_rank)
     flipped = by_rank.flip(1)
-    bary[:, 1:] = flipped[:, 1:] - flipped[:, :-1]
+    bary_out[:, 1:] = flipped[:, 1:] - flipped[:, :-1]
     # Vertex 0 wraps around: its weight is 1 + (residual ranked d) - (residual ranked 0).
-    bary[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
+    bary_out[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
     # Codes. Digit strides per coordinate (coordinate d carries no digit).
     digit_strides = torch.tensor(strides[2:] + [0], dtype=ctype, device=device)
     stride_sorted = _take(digit_strides, order)  # stride of the coordinate in each slot
     base = ((v[:, :d].to(ctype) - qmin.to(ctype)) * digit_strides[:d]).sum(dim=1, dtype=ctype)
     base += (shift * stride_sorted).sum(dim=1, dtype=ctype)
-    if batch > 1:
-        base += torch.arange(batch, device=device, dtype=ctype).repeat_interleave(p // batch) * strides[1]
+    if image is not None:
+        base += image.to(ctype) * strides[1]
     # Strides of the k highest ranks, for k = 1..d+1.
     top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1, dtype=ctype)
-    # Laid out (d+1, P): one row per remainder k.
-    codes = base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None]
-    codes[1:] -= top[:, :-1].t()
-    return codes, bary, radix, strides, total
+    # Laid out (d+1, n): one row per remainder k.
+    codes_out.copy_(base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None])
+    codes_out[1:] -= top[:, :-1].t()
 
 
 def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
