@@ -277,7 +277,7 @@ class PermutohedralLattice:
         rank_of.index_copy_(0, self._by_first, torch.arange(m, device=device))
         itype = _index_dtype(device, p * d1)
         run_lengths = torch.diff(starts, append=torch.tensor([d1 * p], device=device))
-        slot = (torch.arange(d1, device=device) * p).repeat_interleave(p) + points  # k * P + point
+        slot = (points.view(d1, p) + (torch.arange(d1, device=device) * p)[:, None]).reshape(-1)  # k * P + point
         offsets = torch.empty(d1 * p, dtype=itype, device=device)
         offsets.index_copy_(0, slot, rank_of.to(itype).repeat_interleave(run_lengths))
         self.offsets = self._slice_col = offsets.view(d1, p).t().contiguous()  # (P, d+1)
