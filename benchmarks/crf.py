@@ -1,26 +1,31 @@
 #!/usr/bin/env python
 """Dense CRF: native PyTorch backend against pydensecrf, time per image and label agreement.
 
-Two cases, as in the issue: VOC-sized (500x375, 21 labels) and Cityscapes-sized
-(2048x1024, 19 labels), both with DeepLab v2's VOC parameters (w1=4, θα=121, θβ=5,
-w2=3, θγ=3, 10 iterations). Inputs are real photographs (tests/data/photos, CC0,
-resized) with a noisy colour-based soft classifier as the network's softmax, so the
-CRF has real edges to follow. Runs of the two backends are interleaved and
-repeated; the table reports medians and ratios (pydensecrf time / native time, so
-> 1 means native is faster) and JSON is written with every run.
+Every case of the speed target: 2, 3, 19 and 21 labels on 480x320, 500x375 and
+2048x1024 images, DeepLab v2's VOC parameters (w1=4, θα=121, θβ=5, w2=3, θγ=3,
+10 iterations) and the library's default settings (the native backend's thread
+policy, segkit.utils.threads; pydensecrf is single-threaded). Inputs are real
+photographs (tests/data/photos, CC0, resized) with a noisy colour-based soft
+classifier as the network's softmax, so the CRF has real edges to follow.
 
-pydensecrf is single-threaded, so native runs with ``--threads 1`` by default on the
-CPU for a like-for-like comparison; pass ``--threads 0`` to keep torch's default.
-"native" builds both lattices from scratch on every run; "native (cached)" reuses
-the smoothness kernel, whose lattice depends only on the image size and θγ (the
-native backend keeps the last two in memory, as it would across a dataset of
-equal-sized images). The machine this ran on may be shared: CPU time of the
-process is reported beside wall time, and both backends are measured alike.
+Two conditions, in the same run: ``quiet`` (nothing started by the benchmark) and
+``loaded`` (a competing process doing 2-thread matrix products, started before
+the round and stopped after it). Runs of the backends are interleaved; the table
+reports medians and minimums and the ratio pydensecrf time / native time (> 1:
+native is faster). "native" builds both lattices on every call (cold);
+"cached" reuses the smoothness kernel as the default cache does across images of
+one size.
+
+Every timed call also measures the CPU time that *other* processes (not this one,
+not the competitor) used meanwhile, from /proc; a call during which they used
+more than 0.15 cores is marked disturbed. Medians are over undisturbed calls when
+there are any, else over all calls and the row says DISTURBED: such a figure is
+not a measurement of the code. Load averages are printed and saved.
 
 Example::
 
-    python benchmarks/crf.py --repeats 5 --json out/crf.json
-    python benchmarks/crf.py --device cuda --json out/crf_gpu.json
+    python benchmarks/crf.py --quick --json benchmarks/results/crf_cpu.json
+    python benchmarks/crf.py --device cuda --conditions quiet --json out/crf_gpu.json
 """
 from __future__ import annotations
 
@@ -36,21 +41,35 @@ import cv2
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _machine import Competitor, OtherCPU, disturbed, load_average  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHOTOS = os.path.join(ROOT, "tests", "data", "photos")
-CASES = {"voc": ((500, 375), 21, "chelsea.png"), "cityscapes": ((2048, 1024), 19, "rocket.jpg")}
+SIZES = {"480x320": ((480, 320), "chelsea.png"), "500x375": ((500, 375), "chelsea.png"),
+         "2048x1024": ((2048, 1024), "rocket.jpg")}
+LABELS = (2, 3, 19, 21)
+KEYS = ("pydensecrf", "native", "cached")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    p.add_argument("--repeats", type=int, default=3, help="interleaved runs per backend and case")
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--labels", nargs="+", type=int, default=list(LABELS))
+    p.add_argument("--conditions", nargs="+", default=["quiet", "loaded"], choices=["quiet", "loaded"])
+    p.add_argument("--repeats", type=int, default=5, help="interleaved calls per backend, case and condition")
+    p.add_argument("--quick", action="store_true", help="2 repeats")
     p.add_argument("--device", default="cpu", help="device of the native backend (cpu, cuda, ...)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0 = torch default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for native (0: the library's policy, the default)")
+    p.add_argument("--competitor-threads", type=int, default=2)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--no-reference", action="store_true", help="time native only (no pydensecrf)")
     p.add_argument("--json", default="", help="write results here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats = 2
+    return args
 
 
 def make_input(size, k, photo, seed=0):
@@ -70,103 +89,151 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device=None):
-    if device is not None:
+def _timed(fn, device, exclude):
+    _sync(device)
+    cpu = time.process_time()
+    with OtherCPU(exclude) as meter:
+        result = fn()
         _sync(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    if device is not None:
-        _sync(device)
-    return time.perf_counter() - wall, time.process_time() - cpu, result
+    return {"wall": meter.wall, "cpu": time.process_time() - cpu, "other_cpu": meter.other,
+            "disturbed": disturbed(meter)}, result
 
 
-def time_native(image, probs, device, iterations, cold=True):
+def _native(image_t, probs_t, iterations, cold):
     from segkit.postprocess import dense_crf
     from segkit.postprocess.dense_crf import set_kernel_cache_size
 
     if cold:
         set_kernel_cache_size(0)
-    set_kernel_cache_size(2)
-    image_t = torch.from_numpy(image).to(device)
-    probs_t = torch.from_numpy(probs).to(device)
-    wall, cpu, q = _timed(lambda: dense_crf(image_t, probs_t, iterations=iterations), device)
-    return wall, cpu, q.argmax(0).cpu().numpy()
+        set_kernel_cache_size(2)
+    return dense_crf(image_t, probs_t, iterations=iterations).argmax(0).cpu().numpy()
 
 
-def time_reference(image, probs, iterations):
+def _reference(image, probs, iterations):
     from segkit.postprocess import dense_crf
 
-    wall, cpu, q = _timed(lambda: dense_crf(image, probs, iterations=iterations, backend="pydensecrf"))
-    return wall, cpu, q.argmax(0)
+    return dense_crf(image, probs, iterations=iterations, backend="pydensecrf").argmax(0)
 
 
-def _median(values):
-    return statistics.median(values) if values else None
+def _summary(runs):
+    clean = [r for r in runs if not r["disturbed"]]
+    use = clean or runs
+    out = {"runs": runs, "undisturbed": len(clean), "disturbed": not clean}
+    for clock in ("wall", "cpu"):
+        values = [r[clock] for r in use]
+        out[f"{clock}_median_s"] = statistics.median(values) if values else None
+        out[f"{clock}_min_s"] = min(values) if values else None
+    return out
 
 
-def run_case(name, args, device):
-    size, k, photo = CASES[name]
-    image, probs = make_input(size, k, photo)
-    time_native(image[:64, :64], probs[:, :64, :64], device, 1)  # warm-up (allocator, kernels)
-    runs = {"pydensecrf": ([], []), "native": ([], []), "native_cached": ([], [])}
-    agreement = []
+def run_condition(condition, args, device, cases, competitor_pid=None):
+    """Interleaved rounds over every case: pydensecrf, native (cold), native (cached)."""
+    exclude = [competitor_pid] if competitor_pid else []
+    runs = {(size, k): {key: [] for key in KEYS} for size, k, _, _ in cases}
+    agreement = {(size, k): [] for size, k, _, _ in cases}
+    threads_used = {}
     for _ in range(args.repeats):
-        if not args.no_reference:
-            wall, cpu, labels_ref = time_reference(image, probs, args.iterations)
-            runs["pydensecrf"][0].append(wall)
-            runs["pydensecrf"][1].append(cpu)
-        for key, cold in (("native", True), ("native_cached", False)):
-            wall, cpu, labels = time_native(image, probs, device, args.iterations, cold=cold)
-            runs[key][0].append(wall)
-            runs[key][1].append(cpu)
+        for size, k, image, probs in cases:
+            image_t, probs_t = torch.from_numpy(image).to(device), torch.from_numpy(probs).to(device)
+            ref = None
             if not args.no_reference:
-                agreement.append(float((labels_ref == labels).mean()))
-    row = {"case": name, "height": size[1], "width": size[0], "labels": k, "iterations": args.iterations,
-           "changed_vs_argmax": float((labels != probs.argmax(0)).mean())}
-    for key, (walls, cpus) in runs.items():
-        row[f"{key}_wall_s"], row[f"{key}_cpu_s"] = walls, cpus
-        row[f"{key}_wall_median_s"], row[f"{key}_cpu_median_s"] = _median(walls), _median(cpus)
-    if not args.no_reference:
-        for key in ("native", "native_cached"):
-            for clock in ("wall", "cpu"):
-                row[f"speedup_{key}_{clock}"] = row[f"pydensecrf_{clock}_median_s"] / row[f"{key}_{clock}_median_s"]
-        row["agreement"], row["agreement_min"] = agreement, min(agreement)
-    return row
+                timing, ref = _timed(lambda: _reference(image, probs, args.iterations), torch.device("cpu"), exclude)
+                runs[(size, k)]["pydensecrf"].append(timing)
+                print(f"  {condition} {size} K={k} pydensecrf: {timing['wall']:.3f} s wall, {timing['cpu']:.3f} s CPU, "
+                      f"others {timing['other_cpu']:.2f} s CPU", flush=True)
+            for key, cold in (("native", True), ("cached", False)):
+                seen = []
+                timing, labels = _timed(lambda: seen.append(_threads_now()) or _native(image_t, probs_t, args.iterations, cold),
+                                        device, exclude)
+                runs[(size, k)][key].append(timing)
+                threads_used[(size, k)] = seen[0]
+                print(f"  {condition} {size} K={k} {key}: {timing['wall']:.3f} s wall, {timing['cpu']:.3f} s CPU, "
+                      f"others {timing['other_cpu']:.2f} s CPU", flush=True)
+                if ref is not None:
+                    agreement[(size, k)].append(float((ref == labels).mean()))
+    rows = []
+    for size, k, image, probs in cases:
+        row = {"condition": condition, "size": size, "labels": k, "iterations": args.iterations,
+               "native_threads_policy": threads_used[(size, k)]}
+        for key in KEYS:
+            if runs[(size, k)][key]:
+                row[key] = _summary(runs[(size, k)][key])
+        if not args.no_reference:
+            for key in ("native", "cached"):
+                for clock in ("wall", "cpu"):
+                    row[f"speedup_{key}_{clock}"] = row["pydensecrf"][f"{clock}_median_s"] / row[key][f"{clock}_median_s"]
+                row[f"speedup_{key}_wall_min"] = row["pydensecrf"]["wall_min_s"] / row[key]["wall_min_s"]
+            row["agreement_min"] = min(agreement[(size, k)])
+        rows.append(row)
+    return rows
+
+
+def _threads_now():
+    """The thread count the native backend's policy picks for a CRF-sized job right now."""
+    from segkit.utils.threads import choose_threads
+
+    return torch.get_num_threads() if _FIXED_THREADS[0] else choose_threads(1 << 30, 1)
+
+
+_FIXED_THREADS = [False]
 
 
 def _fmt(value, spec):
     return format(value, spec) if value is not None else "-"
 
 
-def print_table(rows, args, device):
+def print_table(rows, args, device, loads):
     print(f"dense CRF, DeepLab VOC parameters, {args.iterations} iterations; native on {device} "
-          f"({torch.get_num_threads()} torch threads), pydensecrf on CPU (1 thread); medians of {args.repeats}; "
-          "speedup = pydensecrf time / native time")
-    head = (f"{'case':<11}{'size':>10}{'K':>4} {'clock':<5}{'pydensecrf s':>13}{'native s':>10}{'speedup':>9}"
-            f"{'cached s':>10}{'speedup':>9}{'agree %':>10}")
+          f"(threads: {'policy' if not args.threads else args.threads}), pydensecrf on CPU (1 thread); "
+          f"{args.repeats} interleaved calls per case; speedup = pydensecrf time / native time (> 1: native faster)")
+    print(f"load average before/after each condition: {loads}")
+    head = (f"{'cond':<7}{'size':>10}{'K':>4}{'thr':>4} {'ref med/min s':>15}{'native med/min s':>18}{'x med':>7}{'x min':>7}"
+            f"{'cached med s':>13}{'x med':>7}{'x cpu':>7}{'agree %':>9}  clean runs (ref/native/cached)")
     print(head)
     for r in rows:
-        for clock in ("wall", "cpu"):
-            print(f"{r['case']:<11}{r['width']:>5}x{r['height']:<4}{r['labels']:>4} {clock:<5}"
-                  f"{_fmt(r[f'pydensecrf_{clock}_median_s'], '.3f'):>13}{_fmt(r[f'native_{clock}_median_s'], '.3f'):>10}"
-                  f"{_fmt(r.get(f'speedup_native_{clock}'), '.2f'):>8}x"
-                  f"{_fmt(r[f'native_cached_{clock}_median_s'], '.3f'):>10}"
-                  f"{_fmt(r.get(f'speedup_native_cached_{clock}'), '.2f'):>8}x"
-                  f"{_fmt(100 * r['agreement_min'] if 'agreement_min' in r else None, '.3f'):>10}")
+        ref, nat, cac = r.get("pydensecrf"), r["native"], r["cached"]
+        flag = " DISTURBED" if any(x and x["disturbed"] for x in (ref, nat, cac)) else ""
+        print(f"{r['condition']:<7}{r['size']:>10}{r['labels']:>4}{r['native_threads_policy']:>4} "
+              f"{_fmt(ref and ref['wall_median_s'], '.3f'):>7}/{_fmt(ref and ref['wall_min_s'], '.3f'):<7}"
+              f"{_fmt(nat['wall_median_s'], '.3f'):>10}/{_fmt(nat['wall_min_s'], '.3f'):<7}"
+              f"{_fmt(r.get('speedup_native_wall'), '.2f'):>6}x{_fmt(r.get('speedup_native_wall_min'), '.2f'):>6}x"
+              f"{_fmt(cac['wall_median_s'], '.3f'):>13}{_fmt(r.get('speedup_cached_wall'), '.2f'):>6}x"
+              f"{_fmt(r.get('speedup_native_cpu'), '.2f'):>6}x"
+              f"{_fmt(100 * r['agreement_min'] if 'agreement_min' in r else None, '.3f'):>9}  "
+              f"{ref['undisturbed'] if ref else '-'}/{nat['undisturbed']}/{cac['undisturbed']}{flag}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+        os.environ["SEGKIT_NUM_THREADS"] = str(args.threads)
+        _FIXED_THREADS[0] = True
     device = torch.device(args.device)
-    rows = [run_case(name, args, device) for name in args.cases]
-    print_table(rows, args, device)
+    cases = []
+    for size in args.sizes:
+        (wh, photo) = SIZES[size]
+        for k in args.labels:
+            image, probs = make_input(wh, k, photo)
+            cases.append((size, k, image, probs))
+    _native(torch.from_numpy(cases[0][2][:64, :64]).to(device), torch.from_numpy(cases[0][3][:, :64, :64]).to(device), 1, True)
+    rows, loads = [], {}
+    for condition in args.conditions:
+        before = load_average()
+        if condition == "loaded":
+            with Competitor(args.competitor_threads) as comp:
+                rows += run_condition(condition, args, device, cases, comp.pid)
+        else:
+            rows += run_condition(condition, args, device, cases)
+        loads[condition] = {"before": before, "after": load_average()}
+    print_table(rows, args, device, loads)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        meta = {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
+        meta = {"torch": torch.__version__, "device": str(device), "threads": args.threads or "policy",
                 "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                "load_avg": os.getloadavg(), "repeats": args.repeats}
+                "load_avg": loads, "repeats": args.repeats, "competitor_threads": args.competitor_threads,
+                "disturbed_threshold_cores": 0.15,
+                "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "results": rows}, f, indent=2)
         print(f"wrote {args.json}")

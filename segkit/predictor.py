@@ -28,6 +28,7 @@ from segkit.engine.inference_pipeline import build_inference_pipeline
 from segkit.engine.metadata import PipelineMetadata, pipeline_metadata
 from segkit.utils.device import resolve_device
 from segkit.utils.visualize import colorize, default_palette, overlay, save_label_png
+from segkit.utils.threads import choose_threads, intra_op_threads, thread_override
 
 __all__ = [
     "Predictor",
@@ -45,6 +46,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FORMATS = ("RGB", "BGR")
+# Input pixels per intra-op thread of a model call: below it one thread is faster (see segkit.utils.threads).
+_MODEL_GRAIN = 64 * 64
 ImageLike = Union[np.ndarray, torch.Tensor, "PIL.Image.Image"]  # noqa: F821
 
 
@@ -188,6 +191,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.device = resolve_device(self.cfg.MODEL.DEVICE)  # where build_model put the model
         self.pipeline = build_inference_pipeline(self.cfg, weights, who="Predictor")
+        self._num_threads = int(self.cfg.TEST.get("NUM_THREADS", 0))
         self._lock = threading.Lock()
         self._transform_lock = threading.Lock()
 
@@ -224,8 +228,11 @@ class Predictor:
         # other convolution kernels and change the results in the last bits.
         # The model moves the batch to its device.
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        with self._lock:
-            probs = self.pipeline(batch)
+        with self._lock, thread_override(self._num_threads):
+            # Threads for the work and the load (segkit.utils.threads); the CRF picks its own.
+            with intra_op_threads(choose_threads(batch.shape[0] * batch.shape[2] * batch.shape[3], _MODEL_GRAIN)):
+                probs = self.pipeline.inference(batch)
+            probs = self.pipeline.postprocess(probs, batch)
         out = []
         for i, (h, w) in enumerate(sizes):
             p = probs[i : i + 1]

@@ -52,7 +52,8 @@ def test_train_batch_contract(tiny_voc):
     assert b["sem_seg"].dtype == torch.int64 and b["sem_seg"].shape == (4, 24, 24)
     assert set(b["sem_seg"].unique().tolist()) <= {0, 1, 15, 255}
     assert len(b["records"]) == 4 and all((r["height"], r["width"]) == (30, 40) for r in b["records"])
-    assert set(b) == {"image", "sem_seg", "records"}
+    assert set(b) == {"image", "sem_seg", "records", "image_sizes"}
+    assert b["image_sizes"] == [(24, 24)] * 4
 
 
 def test_images_stay_rgb_whatever_the_weights_format(tiny_voc):

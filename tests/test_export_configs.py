@@ -58,10 +58,12 @@ def test_predictor_applies_the_crf_chain_of_main_config(tmp_path):
     weights = str(tmp_path / "w.pth")
     torch.save({"model": model.state_dict()}, weights)
     image = _images()[1]
-    pred = segkit.Predictor(cfg, weights=weights)(image, return_probs=True)
+    predictor = segkit.Predictor(cfg, weights=weights)
+    pred = predictor(image, return_probs=True)
     batch = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
     with torch.no_grad():
-        plain = build_inference(cfg, model)(batch)
+        # The model the Predictor runs (optimised; its eager parity is tested in test_inference_fast_path).
+        plain = build_inference(cfg, predictor.model)(batch)
         refined = build_postprocessor_chain(cfg)(plain, batch)[0].numpy()
     np.testing.assert_allclose(pred.probs, refined, atol=1e-5)
     assert np.abs(refined - plain[0].numpy()).max() > 0.05  # the CRF did change the probabilities

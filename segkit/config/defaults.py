@@ -349,6 +349,10 @@ _C.TEST.EVAL_PERIOD = 0
 _C.TEST.EVALUATOR = "SemSegEvaluator"
 # Images per batch of the test loader, per process.
 _C.TEST.IMS_PER_BATCH = 1
+# Predictor and export run the model with batch norm folded and channels-last weights (segkit.modeling.optimize); False: eager.
+_C.TEST.OPTIMIZE_MODEL = True
+# CPU threads for Predictor inference and the native CRF; 0 = chosen per call by work size and machine load (segkit.utils.threads).
+_C.TEST.NUM_THREADS = 0
 # Also score predictions after POSTPROCESS.CHAIN at the final evaluation (same pass).
 _C.TEST.EVAL_POSTPROCESS = True
 # Also score the post-processed predictions at periodic evaluations during training (slow with CRF).

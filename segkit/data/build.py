@@ -166,14 +166,14 @@ def collate_batch(samples: List[Dict[str, Any]], ignore_value: int = 255,
 
     Returns:
         ``{"image": uint8 (N, 3, H, W), "sem_seg": int64 (N, H, W), "records": list[dict],
-        "bad": list[(file, problem)]}``; padded mask pixels hold ``ignore_value`` and
+        "image_sizes": list[(h, w)] before padding, "bad": list[(file, problem)]}``; padded mask pixels hold ``ignore_value`` and
         padded image pixels ``pad_value`` (the pixel mean, so they normalise to ~0).
     """
     bad = [b for s in samples for b in s.get("bad", [])]
     samples = [s for s in samples if "image" in s]
     if not samples:
         return {"image": torch.zeros(0, 3, 0, 0, dtype=torch.uint8), "sem_seg": torch.zeros(0, 0, 0, dtype=torch.int64),
-                "records": [], "bad": bad}
+                "records": [], "image_sizes": [], "bad": bad}
     h = max(s["image"].shape[1] for s in samples)
     w = max(s["image"].shape[2] for s in samples)
     if size_divisibility > 1:
@@ -194,7 +194,8 @@ def collate_batch(samples: List[Dict[str, Any]], ignore_value: int = 255,
             masks[i, sh:, :] = ignore_value
             masks[i, :sh, sw:] = ignore_value
     images, masks = images_t, masks_t
-    return {"image": images, "sem_seg": masks, "records": [s["record"] for s in samples], "bad": bad}
+    sizes = [(int(s["image"].shape[1]), int(s["image"].shape[2])) for s in samples]
+    return {"image": images, "sem_seg": masks, "records": [s["record"] for s in samples], "image_sizes": sizes, "bad": bad}
 
 
 class BadRecordLog:

@@ -28,6 +28,7 @@ from segkit.data.registration import setup_datasets
 from segkit.engine.checkpoint import load_model_weights
 from segkit.engine.metadata import PipelineMetadata, pipeline_metadata
 from segkit.modeling import build_model
+from segkit.modeling.optimize import prepare_for_inference
 from segkit.postprocess import PostprocessorChain, SegmentationInference, build_postprocessor_chain
 
 __all__ = ["InferencePipeline", "build_inference_pipeline", "prepare_model_for_inference"]
@@ -67,11 +68,12 @@ class InferencePipeline:
 def prepare_model_for_inference(cfg, model: nn.Module) -> nn.Module:
     """The single hook where a freshly loaded model becomes an inference model.
 
-    Today: eval mode. Inference-time rewrites that keep the outputs (batch-norm
-    folding, channels-last; :mod:`segkit.modeling.optimize`) belong here and nowhere
-    else, so that every consumer of the pipeline gets them.
+    Inference-time rewrites that keep the outputs (batch-norm folding, channels-last:
+    :func:`segkit.modeling.optimize.prepare_for_inference`, unless
+    ``TEST.OPTIMIZE_MODEL`` is off) happen here and nowhere else, so that every
+    consumer of the pipeline (Predictor, export, CRF search, eval-only) gets them.
     """
-    return model.eval()
+    return prepare_for_inference(model, cfg)
 
 
 def _load_weights(model: nn.Module, weights: Optional[str], cfg, who: str) -> str:

@@ -25,6 +25,7 @@ from segkit.evaluation.metrics import (
     metrics_from_confusion,
 )
 from segkit.config.configurable import build_component, configurable
+from segkit.postprocess.chain import on_valid_regions
 from segkit.registry import EVALUATOR_REGISTRY
 from segkit.utils.fileio import atomic_write
 
@@ -221,8 +222,9 @@ def inference_on_dataset(
             probs = inference(images)
             outputs = {RAW_KEY: probs}
             for key, post in postprocessors.items():
-                outputs[key] = post(probs, images)
-            evaluator.process(batch, outputs)
+                # Each image's valid region only: padding must not change a post-processed result.
+                outputs[key] = on_valid_regions(post, probs, images, batch.get("image_sizes"))
+            evaluator.process({**batch, "image": batch["image"]}, outputs)
             if log_period and (idx + 1) % log_period == 0 and _is_main_process():
                 rate = (idx + 1) / max(time.perf_counter() - start, 1e-9)
                 logger.info("Inference %d/%s batches, %.2f batches/s", idx + 1, total or "?", rate)

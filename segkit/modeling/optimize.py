@@ -32,7 +32,10 @@ import torch
 import torch.fx
 from torch import nn
 
-__all__ = ["fold_batchnorm", "freeze_traced", "optimize_for_inference", "to_channels_last", "is_batchnorm"]
+__all__ = [
+    "fold_batchnorm", "freeze_traced", "optimize_for_inference", "prepare_for_inference", "to_channels_last",
+    "is_batchnorm",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +161,26 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last
     model.folded_batchnorms = folded
     logger.info("optimize_for_inference: folded %d batch norms, channels_last=%s", folded, channels_last)
     return model
+
+
+def prepare_for_inference(model: nn.Module, cfg) -> nn.Module:
+    """The model a product runs: :func:`optimize_for_inference` unless ``TEST.OPTIMIZE_MODEL`` is off.
+
+    The one call that the Predictor and the exporters make after loading weights
+    (load first: folded batch norms leave the ``state_dict``). The model is
+    rewritten in place (no second copy of the weights is kept) and returned in
+    eval mode.
+
+    Args:
+        model: a built model with its weights loaded.
+        cfg: the config; reads ``TEST.OPTIMIZE_MODEL`` (default True).
+
+    Returns:
+        The same module, optimised (BN folded, channels-last) or only put in eval mode.
+    """
+    if not bool(cfg.TEST.get("OPTIMIZE_MODEL", True)):
+        return model.eval()
+    return optimize_for_inference(model, inplace=True)
 
 
 def freeze_traced(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:

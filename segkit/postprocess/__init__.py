@@ -1,5 +1,5 @@
 """Post-processing: dense CRF (native PyTorch or pydensecrf), TTA and sliding window."""
-from segkit.postprocess.chain import PostprocessorChain, build_postprocessor, build_postprocessor_chain
+from segkit.postprocess.chain import PostprocessorChain, build_postprocessor, build_postprocessor_chain, on_valid_regions
 from segkit.postprocess.dense_crf import (
     BACKENDS,
     CRFParams,
@@ -24,6 +24,7 @@ __all__ = [
     "build_postprocessor_chain",
     "dense_crf",
     "dense_crf_batch",
+    "on_valid_regions",
     "set_kernel_cache_size",
     "window_starts",
 ]

@@ -85,8 +85,9 @@ def _packing(v: torch.Tensor, batch: int, d1: int):
     lattice can never alias another vertex.
     """
     d = d1 - 1
-    qmin = v[:, :d].amin(dim=0).to(torch.int64) - 3
-    span = v[:, :d].amax(dim=0).to(torch.int64) - qmin + 3
+    low, high = torch.aminmax(v, dim=0)  # whole rows: faster than reducing a column slice
+    qmin = low[:d].to(torch.int64) - 3
+    span = high[:d].to(torch.int64) - qmin + 3
     # The remainder k is the most significant digit, so sorting each k's codes
     # separately sorts them all (see PermutohedralLattice._number_vertices).
     radix = [d1, batch] + [int(x) for x in span.tolist()]
@@ -128,45 +129,79 @@ def _simplices(elevated: torch.Tensor, batch: int):
     """
     p, d1 = elevated.shape
     d = d1 - 1
-    device = elevated.device
     down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
     # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
     v = torch.round(elevated * down)
-    rem0 = v * float(d1)
-    total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
     qmin, radix, strides, total = _packing(v, batch, d1)
     ctype = torch.int32 if total < 2**31 else torch.int64  # int32 codes sort about twice as fast
+    codes = torch.empty(d1, p, dtype=ctype, device=elevated.device)
+    bary = torch.empty(p, d1, dtype=torch.float32, device=elevated.device)
+    # Every point is independent once the packing is known: work through the points in
+    # chunks whose (chunk, d+1) temporaries stay in cache (on large images each
+    # whole-tensor pass would otherwise stream tens of megabytes from memory).
+    per_image = p // batch
+    for start in range(0, p, _CHUNK):
+        stop = min(start + _CHUNK, p)
+        _simplices_chunk(elevated[start:stop], v[start:stop], qmin, strides, ctype, down,
+                         (torch.arange(start, stop, device=elevated.device) // per_image) if batch > 1 else None,
+                         codes[:, start:stop], bary[start:stop])
+    return codes, bary, radix, strides, total
+
+
+# Points per chunk of the simplex computation (see _simplices).
+_CHUNK = 1 << 16
+
+
+def _simplices_chunk(elevated, v, qmin, strides, ctype, down, image, codes_out, bary_out) -> None:
+    """:func:`_simplices` for a run of points: writes their codes (d+1, n) and weights (n, d+1)."""
+    d1 = elevated.shape[1]
+    d = d1 - 1
+    device = elevated.device
+    rem0 = v * float(d1)
+    total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
     order = torch.sort(elevated - rem0, dim=1, descending=True, stable=True).indices  # order[:, r]: coord ranked r
+    # Both per-slot quantities below depend only on sum(v), which lies in [-d, d]: read
+    # them from (2d+1, d+1) tables, one row gather per point, instead of computing
+    # them elementwise over (P, d+1).
     slots = torch.arange(d1, device=device)
+    sums = torch.arange(-d, d + 1, device=device)[:, None]
+    row = total_shift + d
     # Off-plane points: rank r becomes r + sum(v); ranks that leave [0, d] wrap and
     # move their coordinate's rem0 by -+(d+1).
-    new_rank = slots + total_shift[:, None]
-    shift = (new_rank < 0).to(ctype) - (new_rank > d).to(ctype)
+    new_rank = slots + sums
+    shift = _take((new_rank < 0).to(ctype) - (new_rank > d).to(ctype), row)
     # Residual of the coordinate in each rank slot after the wrap, in float32 as the reference.
     rem_sorted = torch.gather(rem0, 1, order) + (shift * d1).to(torch.float32)
     scaled = (torch.gather(elevated, 1, order) - rem_sorted) * down
     # Slot holding final rank r: (r - sum(v)) mod (d+1).
-    source = slots - total_shift[:, None]  # in [-d, 2d]: wrap once either way
-    source = torch.where(source < 0, source + d1, torch.where(source > d, source - d1, source))
+    source = _take(torch.remainder(slots - sums, d1), row)
     by_rank = torch.gather(scaled, 1, source)  # by_rank[:, r] = residual with final rank r
-    bary = torch.empty_like(by_rank)
     flipped = by_rank.flip(1)
-    bary[:, 1:] = flipped[:, 1:] - flipped[:, :-1]
+    bary_out[:, 1:] = flipped[:, 1:] - flipped[:, :-1]
     # Vertex 0 wraps around: its weight is 1 + (residual ranked d) - (residual ranked 0).
-    bary[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
+    bary_out[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
     # Codes. Digit strides per coordinate (coordinate d carries no digit).
     digit_strides = torch.tensor(strides[2:] + [0], dtype=ctype, device=device)
-    stride_sorted = digit_strides[order]  # stride of the coordinate in each slot
+    stride_sorted = _take(digit_strides, order)  # stride of the coordinate in each slot
     base = ((v[:, :d].to(ctype) - qmin.to(ctype)) * digit_strides[:d]).sum(dim=1, dtype=ctype)
     base += (shift * stride_sorted).sum(dim=1, dtype=ctype)
-    if batch > 1:
-        base += torch.arange(batch, device=device, dtype=ctype).repeat_interleave(p // batch) * strides[1]
+    if image is not None:
+        base += image.to(ctype) * strides[1]
     # Strides of the k highest ranks, for k = 1..d+1.
     top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1, dtype=ctype)
-    # Laid out (d+1, P): one row per remainder k.
-    codes = base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None]
-    codes[1:] -= top[:, :-1].t()
-    return codes, bary, radix, strides, total
+    # Laid out (d+1, n): one row per remainder k.
+    codes_out.copy_(base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None])
+    codes_out[1:] -= top[:, :-1].t()
+
+
+def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``values[index]`` along dim 0, through ``index_select``.
+
+    Advanced indexing goes through a generic kernel that is about 10x slower on CPU
+    for the multi-million-entry gathers of lattice construction; ``index_select``
+    is a plain gather loop. (Scatters likewise use ``index_copy_``.)
+    """
+    return values.index_select(0, index.reshape(-1)).view(*index.shape, *values.shape[1:])
 
 
 def _index_dtype(device: torch.device, count: int) -> torch.dtype:
@@ -233,51 +268,52 @@ class PermutohedralLattice:
         new = torch.ones_like(flat, dtype=torch.bool)
         new[1:] = flat[1:] != flat[:-1]
         starts = torch.nonzero(new).squeeze(1)
-        self.vertex_codes = flat[starts].to(torch.int64)  # sorted, for the blur's look-ups
+        self.vertex_codes = _take(flat, starts)  # sorted, for the blur's look-ups (int32 when the packing fits)
         m = self.num_vertices = int(starts.numel())
         points = points.reshape(-1)
         # First-touch numbering: vertex of code rank c gets number rank_of[c].
-        self._by_first = torch.sort(points[starts], stable=True).indices  # code ranks in first-touch order
+        self._by_first = torch.sort(_take(points, starts), stable=True).indices  # code ranks in first-touch order
         rank_of = torch.empty_like(self._by_first)
-        rank_of[self._by_first] = torch.arange(m, device=device)
+        rank_of.index_copy_(0, self._by_first, torch.arange(m, device=device))
         itype = _index_dtype(device, p * d1)
         run_lengths = torch.diff(starts, append=torch.tensor([d1 * p], device=device))
-        slot = (torch.arange(d1, device=device) * p).repeat_interleave(p) + points  # k * P + point
+        slot = (points.view(d1, p) + (torch.arange(d1, device=device) * p)[:, None]).reshape(-1)  # k * P + point
         offsets = torch.empty(d1 * p, dtype=itype, device=device)
-        offsets[slot] = rank_of.to(itype).repeat_interleave(run_lengths)
+        offsets.index_copy_(0, slot, rank_of.to(itype).repeat_interleave(run_lengths))
         self.offsets = self._slice_col = offsets.view(d1, p).t().contiguous()  # (P, d+1)
         # Splat bags in first-touch order: move each run of the sorted entries.
-        lengths = run_lengths[self._by_first]
+        lengths = _take(run_lengths, self._by_first)
         bag_starts = torch.cumsum(lengths, dim=0) - lengths
-        entries = torch.repeat_interleave(starts[self._by_first] - bag_starts, lengths)
+        entries = torch.repeat_interleave(_take(starts, self._by_first) - bag_starts, lengths)
         entries += torch.arange(d1 * p, device=device)  # position in the sorted (k-major) layout
         self._splat_bags = bag_starts.to(itype)
-        self._splat_col = points[entries].to(itype)
-        self._splat_weights = self.weights.t().reshape(-1)[slot[entries]]
+        self._splat_col = _take(points, entries).to(itype)
+        self._splat_weights = _take(self.weights.t().reshape(-1), _take(slot, entries))
 
     def _build_blur(self, radix, strides) -> None:
         """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
         m, d1, d = self.num_vertices, self.dim + 1, self.dim
         codes = self.vertex_codes
         k_v = torch.div(codes, strides[0], rounding_mode="floor")
-        digits = [torch.div(codes, strides[2 + i], rounding_mode="floor") % radix[2 + i] for i in range(d)]
+        bases = _neighbour_bases(codes, k_v, d, strides)
         rows = torch.arange(m, device=codes.device)
         rank_of = torch.empty_like(self._by_first)
-        rank_of[self._by_first] = rows
+        rank_of.index_copy_(0, self._by_first, rows)
         self._blur = []
         for j in range(d1):
             cols, vals = [rows], [torch.ones(m, dtype=torch.float32, device=codes.device)]
-            for sign in (1, -1):
-                target = _neighbour_codes(codes, k_v, digits, j, sign, d, strides)
+            step = strides[2 + j] if j < d else 0
+            for sign, base in zip((1, -1), bases):
+                target = base + sign * step
                 pos = torch.searchsorted(self.vertex_codes, target).clamp(max=m - 1)
-                hit = self.vertex_codes[pos] == target
+                hit = _take(self.vertex_codes, pos) == target
                 # A missing neighbour contributes zero (the reference's zero row).
                 cols.append(torch.where(hit, pos, rows))
                 vals.append(hit.to(torch.float32) * 0.5)
             # Rows and columns from code ranks to first-touch numbers.
-            col = rank_of[torch.stack(cols, dim=1)[self._by_first]]
+            col = _take(rank_of, _take(torch.stack(cols, dim=1), self._by_first))
             itype = _index_dtype(codes.device, m)
-            self._blur.append((col.to(itype), torch.stack(vals, dim=1)[self._by_first]))
+            self._blur.append((col.to(itype), _take(torch.stack(vals, dim=1), self._by_first)))
 
     # ------------------------------------------------------------------ filtering
     def operator(
@@ -293,7 +329,7 @@ class PermutohedralLattice:
         """
         splat_w = self._splat_weights
         if pre is not None:
-            splat_w = splat_w * pre[self._splat_col]
+            splat_w = splat_w * _take(pre, self._splat_col)
         scale = post * self.alpha if (post is not None and fold_alpha) else post
         if scale is not None:
             slice_w = self.weights * scale[:, None]
@@ -372,26 +408,26 @@ class LatticeFilter:
         return out.add_(result)
 
 
-def _neighbour_codes(codes, k_v, digits, j, sign, d, strides):
-    """Code of the neighbour of each vertex along lattice direction j.
+def _neighbour_bases(codes: torch.Tensor, k_v: torch.Tensor, d: int, strides):
+    """Codes of every vertex's two neighbours along lattice direction j, less ``+-stride_j``.
 
     The reference's neighbours are ``key - 1 + (d+1) e_j`` (sign=+1) and
     ``key + 1 - (d+1) e_j`` (sign=-1). In (k, q) form, sign=+1 moves the remainder
     k to k-1 and q_j up by one, except when k wraps from 0 to d: then q_j stays and
-    every other q_i drops by one. sign=-1 is the inverse move. Direction j = d has
-    no stored coordinate: only the remainder and the wrap apply. Digits stay inside
-    their radix thanks to the packing margin; out of range means "absent" (-1).
+    every other q_i drops by one. sign=-1 is the inverse move. Summed over the
+    digits, both cases give ``code - s_k + w (d+1) s_k - w S + s_j`` for sign=+1
+    (w: the vertex wraps, s_k: the remainder's stride, S: the sum of the digit
+    strides, s_j: direction j's, 0 for j = d, which has no stored digit) and the
+    mirror image for sign=-1. So one base per sign serves every direction: the
+    neighbour along j is ``base_plus + s_j`` and ``base_minus - s_j``. Digits stay
+    inside their radix thanks to the packing margin.
+
+    Returns:
+        (base_plus, base_minus): (M,) each, in the codes' dtype (every neighbour code
+        lies in [0, total), like the codes).
     """
-    d1 = d + 1
-    if sign > 0:
-        wraps = k_v == 0
-        new_k = torch.where(wraps, torch.full_like(k_v, d), k_v - 1)
-        step_j, step_others = (~wraps).to(torch.int64), -wraps.to(torch.int64)
-    else:
-        wraps = k_v == d
-        new_k = torch.where(wraps, torch.zeros_like(k_v), k_v + 1)
-        step_j, step_others = -(~wraps).to(torch.int64), wraps.to(torch.int64)
-    out = codes + (new_k - k_v) * strides[0]
-    for i in range(d):
-        out = out + (step_j if i == j else step_others) * strides[2 + i]
-    return out
+    s_k = strides[0]
+    wrap_step = (d + 1) * s_k - sum(strides[2 : 2 + d])
+    plus = codes - s_k + (k_v == 0).to(codes.dtype) * wrap_step
+    minus = codes + s_k - (k_v == d).to(codes.dtype) * wrap_step
+    return plus, minus

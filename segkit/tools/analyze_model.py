@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     from segkit.export.analysis import analyze_model
 
     cfg = load_config(args.config_file, args.opts)
+    cfg.defrost()
+    cfg.TEST.OPTIMIZE_MODEL = False  # count the architecture as trained (BN folding drops its parameters)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="export: no weights given")
         model = build_export_model(cfg, None if not cfg.MODEL.WEIGHTS else cfg.MODEL.WEIGHTS)

@@ -1,0 +1,40 @@
+"""The native CRF's fast helpers compute exactly what the plain PyTorch calls compute."""
+import pytest
+import torch
+
+from segkit.postprocess.dense_crf import _exp_normalize
+from segkit.postprocess.permutohedral import _take
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 19, 21])
+@pytest.mark.parametrize("spread", [1.0, 30.0, 500.0])  # 500: past the global-max path, softmax fallback
+def test_exp_normalize_is_softmax(k, spread):
+    x = torch.randn(257, k, generator=torch.Generator().manual_seed(k)) * spread
+    x[0] = x[0] - 1000.0  # a row far below the others
+    got, expected = _exp_normalize(x.clone()), torch.softmax(x.double(), dim=1).float()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
+
+
+def test_take_is_advanced_indexing():
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(50, 3, generator=gen)
+    for index in (torch.randint(0, 50, (40,), generator=gen), torch.randint(0, 50, (7, 6), generator=gen)):
+        for dtype in (torch.int64, torch.int32):
+            assert torch.equal(_take(values, index.to(dtype)), values[index])
+            assert torch.equal(_take(values[:, 0], index.to(dtype)), values[:, 0][index])
+
+
+def test_simplices_in_chunks_equal_one_pass(monkeypatch):
+    """Chunking the points (cache-sized runs) changes nothing, batch index included."""
+    import segkit.postprocess.permutohedral as perm
+
+    gen = torch.Generator().manual_seed(3)
+    features = torch.rand(2, 300, 5, generator=gen) * torch.tensor([9.0, 7.0, 3.0, 3.0, 3.0])
+    values = torch.rand(600, 4, generator=gen)
+    whole = perm.PermutohedralLattice(features)
+    monkeypatch.setattr(perm, "_CHUNK", 37)  # not a divisor of 300: chunks straddle the two images
+    chunked = perm.PermutohedralLattice(features)
+    assert chunked.num_vertices == whole.num_vertices
+    assert torch.equal(chunked.offsets, whole.offsets) and torch.equal(chunked.weights, whole.weights)
+    assert torch.equal(chunked.filter(values), whole.filter(values))
