@@ -135,8 +135,9 @@ def _schedule_args(cfg, optimizer) -> Dict[str, Any]:
 def _scheduler(optimizer, multiplier: ParamScheduler, max_iter: int, warmup_iters: int = 0,
                warmup_factor: float = 0.001, warmup_method: str = "linear") -> LRMultiplier:
     if warmup_iters > 0:
-        if warmup_iters > max_iter:
-            raise ValueError(f"SOLVER.WARMUP_ITERS ({warmup_iters}) exceeds SOLVER.MAX_ITER ({max_iter}).")
+        from segkit.config.validate import clamped_warmup
+
+        warmup_iters = clamped_warmup(warmup_iters, max_iter)  # load_config already clamped it, with a warning
         multiplier = WarmupParamScheduler(multiplier, warmup_factor, warmup_iters / max_iter, warmup_method.lower())
     return LRMultiplier(optimizer, multiplier, max_iter)
 
