@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 
 from segkit.data.catalog import DataError, MetadataCatalog
-from segkit.data.io import apply_label_map, read_image, read_mask, rgb_to_index
-from segkit.data.transforms import apply_transforms, build_transforms
+from segkit.data.io import apply_label_map, read_image, read_input, read_mask, rgb_to_index
+from segkit.data.transforms import apply_transforms, build_transforms, seed_transforms
 
 __all__ = ["DatasetMapper", "check_labels", "stream_seed"]
 
@@ -47,6 +47,14 @@ class DatasetMapper:
     The image is in ``image_format`` channel order and *not* normalised (the
     model normalises on the device). ``sem_seg`` is uint8 when every label fits
     (4-8x less inter-process traffic) and is widened to int64 by the collate.
+
+    Several inputs (``inputs``, e.g. ``("image", "hha")``, read by
+    :func:`segkit.data.io.read_input`) go through the same geometric transforms
+    (albumentations ``additional_targets``) and are stacked along the channels:
+    ``"image"`` is then ``(3 * len(inputs), H, W)`` in ``inputs`` order. Extra label
+    sets (``label_sets``, e.g. ``[("geometric", 3)]``, read from the record's
+    ``<name>_sem_seg_file_name`` and ``<name>_label_map``) are transformed with the
+    mask and stacked after it: ``"sem_seg"`` is then ``(1 + len(label_sets), H, W)``.
     """
 
     def __init__(
@@ -58,14 +66,25 @@ class DatasetMapper:
         num_classes: int = 21,
         classes_per_dataset: Optional[Mapping[str, int]] = None,
         pixel_mean: Optional[Sequence[float]] = None,
+        inputs: Sequence[str] = ("image",),
+        label_sets: Sequence[Tuple[str, int]] = (),
     ) -> None:
+        self.inputs = [str(n) for n in inputs]
+        self.label_sets = [(str(n), int(k)) for n, k in label_sets]
+        if not self.inputs or len(set(self.inputs)) != len(self.inputs):
+            raise ValueError(f"INPUT.MODALITIES must name distinct inputs, got {self.inputs}.")
+        if len(self.inputs) > 1 and pixel_mean is not None:
+            pixel_mean = list(pixel_mean)[:3]  # transforms pad every input with the first input's mean
+        targets = {n: "image" for n in self.inputs[1:]}
+        targets.update({f"mask_{n}": "mask" for n, _ in self.label_sets})
         self.image_format = image_format
         self.ignore_value = int(ignore_value)
         self.num_classes = int(num_classes)
         self.classes_per_dataset = dict(classes_per_dataset or {})
         # Transforms run on RGB images, so the padding mean is given in RGB order.
         mean_rgb = list(pixel_mean)[::-1] if (pixel_mean is not None and image_format == "BGR") else pixel_mean
-        self.pipeline = build_transforms(list(transforms), self.ignore_value, mean_rgb) if transforms else None
+        self.pipeline = build_transforms(list(transforms), self.ignore_value, mean_rgb,
+                                         additional_targets=targets or None) if transforms else None
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True, dataset_names: Sequence[str] = ()) -> "DatasetMapper":
@@ -81,6 +100,8 @@ class DatasetMapper:
             num_classes=cfg.MODEL.NUM_CLASSES,
             classes_per_dataset=per_dataset,
             pixel_mean=cfg.MODEL.PIXEL_MEAN,
+            inputs=cfg.INPUT.MODALITIES,
+            label_sets=[(s["NAME"], s["NUM_CLASSES"]) for s in cfg.MODEL.MULTI_TASK.EXTRA_LABEL_SETS],
         )
 
     def read(self, record: Mapping[str, Any]):
@@ -106,6 +127,8 @@ class DatasetMapper:
 
     def __call__(self, record: Mapping[str, Any], seed: Optional[int] = None) -> Dict[str, Any]:
         """Map one record. ``seed`` makes random transforms a pure function of it."""
+        if self.inputs != ["image"] or self.label_sets:
+            return self._map_multi(record, seed)
         image, mask = self.read(record)
         out_record = dict(record, height=image.shape[0], width=image.shape[1])
         if seed is not None:  # also covers user transforms that draw from the global generators
@@ -125,5 +148,70 @@ class DatasetMapper:
             # A (3, H, W) view of the HWC array: the collate's copy into the batch is the only one.
             "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
             "sem_seg": torch.from_numpy(np.ascontiguousarray(mask, dtype=dtype)),
+            "record": out_record,
+        }
+
+    def _read_label_set(self, record: Mapping[str, Any], name: str, k: int, shape) -> np.ndarray:
+        key = f"{name}_sem_seg_file_name"
+        if key not in record:
+            raise DataError(f"{record.get('file_name')}: the config asks for label set '{name}' "
+                            f"(MODEL.MULTI_TASK.EXTRA_LABEL_SETS) but the record has no '{key}'.")
+        path = record[key]
+        mask = apply_label_map(read_mask(path), record.get(f"{name}_label_map"), path)
+        if mask.ndim != 2 or mask.shape != shape:
+            raise DataError(f"{path}: label set '{name}' has shape {mask.shape}, its image {record['file_name']} "
+                            f"is {shape} (HxW).")
+        check_labels(mask, k, self.ignore_value, path)
+        return mask
+
+    def _read_multi(self, record: Mapping[str, Any]) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+        """Every input ``(H, W, 3)`` uint8 and every mask (main first), validated."""
+        image, mask = self.read(record) if "image" in self.inputs else (None, None)
+        if mask is None:  # no RGB input: read the main mask against the first input's size
+            first = read_input(record, self.inputs[0])
+            mask = apply_label_map(read_mask(record["sem_seg_file_name"]), record.get("label_map"),
+                                   record["sem_seg_file_name"])
+            k = self.classes_per_dataset.get(record.get("dataset_name"), self.num_classes)
+            check_labels(mask, k, self.ignore_value, record["sem_seg_file_name"])
+        inputs = []
+        for name in self.inputs:
+            arr = image if name == "image" else (first if image is None and name == self.inputs[0]
+                                                 else read_input(record, name))
+            if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+                raise DataError(f"{record.get('file_name')}: input '{name}' is {arr.dtype} {arr.shape}; "
+                                "every input must be H x W x 3 uint8.")
+            if arr.shape[:2] != mask.shape:
+                raise DataError(f"{record.get('file_name')}: input '{name}' is {arr.shape[1]}x{arr.shape[0]} (WxH), "
+                                f"its mask {mask.shape[1]}x{mask.shape[0]}.")
+            inputs.append(arr)
+        masks = [mask] + [self._read_label_set(record, n, k, mask.shape) for n, k in self.label_sets]
+        return inputs, masks
+
+    def _map_multi(self, record: Mapping[str, Any], seed: Optional[int]) -> Dict[str, Any]:
+        inputs, masks = self._read_multi(record)
+        out_record = dict(record, height=masks[0].shape[0], width=masks[0].shape[1])
+        if seed is not None:
+            random.seed(seed)
+            np.random.seed(seed & 0xFFFFFFFF)
+        if self.pipeline is not None:
+            if seed is not None:
+                seed_transforms(self.pipeline, seed)
+            data = {"image": inputs[0], "mask": masks[0]}
+            data.update({n: a for n, a in zip(self.inputs[1:], inputs[1:])})
+            data.update({f"mask_{n}": m for (n, _), m in zip(self.label_sets, masks[1:])})
+            res = self.pipeline(**data)
+            inputs = [res["image"]] + [res[n] for n in self.inputs[1:]]
+            masks = [res["mask"]] + [res[f"mask_{n}"] for n, _ in self.label_sets]
+            if any(a.dtype != np.uint8 for a in inputs):
+                raise ValueError("The input transforms turned an input into a non-uint8 array; they must keep uint8.")
+        if self.image_format == "BGR" and "image" in self.inputs:
+            i = self.inputs.index("image")
+            inputs[i] = inputs[i][:, :, ::-1]
+        stacked = np.concatenate(inputs, axis=2)
+        seg = masks[0] if not self.label_sets else np.stack(masks)
+        dtype = np.uint8 if self.ignore_value <= 255 and all(m.dtype == np.uint8 for m in masks) else np.int64
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(stacked)).permute(2, 0, 1),
+            "sem_seg": torch.from_numpy(np.ascontiguousarray(seg, dtype=dtype)),
             "record": out_record,
         }
