@@ -149,7 +149,7 @@ class SegmentationInference:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Predict probabilities for images (N, 3, H, W) uint8 -> (N, K, H, W) float32."""
-        if images.dim() != 4 or images.shape[1] != 3:
+        if images.dim() != 4:  # (N, 3B, H, W) when B inputs are stacked (INPUT.MODALITIES)
             raise ValueError(f"inference: images must be (N, 3, H, W); got shape {tuple(images.shape)}")
         images = images.to(_model_device(self.model, images.device))
         h, w = images.shape[-2:]

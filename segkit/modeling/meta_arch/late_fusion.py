@@ -1,0 +1,128 @@
+"""Late fusion of several inputs: one backbone and head per input, score maps summed (FCN sec. 5, NYUDv2).
+
+FCN's RGB-D result: "we follow Gupta et al. ... HHA depth embedding ... we train
+RGB and HHA nets, then sum their predictions at the final layer and learn the
+resulting two-stream net end-to-end" (Long et al., CVPR 2015, sec. 5 and Table 5,
+"RGB-HHA"). The inputs arrive stacked along the channels in ``INPUT.MODALITIES``
+order (:class:`segkit.data.DatasetMapper`), 3 channels each; branch ``i`` reads
+channels ``3i .. 3i+2``. Every branch is built from the same ``MODEL.BACKBONE`` /
+``MODEL.HEAD`` config, so a checkpoint of the single-input net fits each branch.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from segkit.config.configurable import configurable
+from segkit.layers import ShapeSpec
+from segkit.modeling.backbone import build_backbone
+from segkit.modeling.heads import build_head
+from segkit.modeling.meta_arch.semantic_seg import _build_loss, upsample_logits
+from segkit.registry import META_ARCH_REGISTRY
+
+__all__ = ["LateFusionSegmentor"]
+
+CHANNELS_PER_INPUT = 3
+
+
+class _Branch(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(self.backbone(x))
+        return out["sem_seg"] if isinstance(out, dict) else out
+
+
+@META_ARCH_REGISTRY.register()
+class LateFusionSegmentor(nn.Module):
+    """Sum of per-input networks' scores.
+
+    ``forward(images, targets=None)``:
+
+    * ``images``: uint8 or float ``(N, 3B, H, W)`` on the 0-255 scale, the ``B``
+      inputs stacked along the channels; normalised here with the ``3B``-long
+      ``pixel_mean`` / ``pixel_std``;
+    * training mode with ``targets`` ``(N, H, W)``: ``loss_*`` terms of the fused scores;
+    * otherwise: fused logits ``(N, K, H, W)``.
+
+    Args:
+        branches: input name -> ``(backbone, head)`` module pair (a :class:`_Branch`), in stacking order.
+        loss: the loss of the fused scores (None: inference only).
+        pixel_mean, pixel_std: ``3B`` values, one per stacked channel.
+        num_classes, ignore_value: as :class:`SemanticSegmentor`.
+    """
+
+    @configurable
+    def __init__(self, *, branches: Dict[str, nn.Module], loss: Optional[nn.Module], pixel_mean: Sequence[float],
+                 pixel_std: Sequence[float], num_classes: int, ignore_value: int = 255) -> None:
+        super().__init__()
+        if not branches:
+            raise ValueError("LateFusionSegmentor needs at least one branch (INPUT.MODALITIES).")
+        channels = CHANNELS_PER_INPUT * len(branches)
+        if len(pixel_mean) != channels or len(pixel_std) != channels:
+            raise ValueError(
+                f"LateFusionSegmentor with inputs {list(branches)} reads {channels} channels, but MODEL.PIXEL_MEAN has "
+                f"{len(pixel_mean)} and MODEL.PIXEL_STD {len(pixel_std)} values; give one per channel, in "
+                "INPUT.MODALITIES order.")
+        self.branches = nn.ModuleDict(branches)
+        self.loss = loss
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std, dtype=torch.float32).view(1, -1, 1, 1),
+                             persistent=False)
+        self.num_classes, self.ignore_value = int(num_classes), int(ignore_value)
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        branches = {}
+        for name in cfg.INPUT.MODALITIES:
+            backbone = build_backbone(cfg, ShapeSpec(channels=CHANNELS_PER_INPUT))
+            branches[name] = _Branch(backbone, build_head(cfg, backbone.output_shape()))
+        return {
+            "branches": branches,
+            "loss": _build_loss(cfg),
+            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+            "pixel_std": list(cfg.MODEL.PIXEL_STD),
+            "num_classes": cfg.MODEL.NUM_CLASSES,
+            "ignore_value": cfg.MODEL.IGNORE_VALUE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    @property
+    def size_divisibility(self) -> int:
+        return max(int(getattr(b.backbone, "size_divisibility", 0) or 0) for b in self.branches.values())
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8/float ``(N, 3B, H, W)`` 0-255 -> normalised float on the model's device."""
+        if images.shape[1] != self.pixel_mean.shape[1]:
+            raise ValueError(f"LateFusionSegmentor expects {self.pixel_mean.shape[1]} stacked channels "
+                             f"({list(self.branches)}), got images of shape {tuple(images.shape)}.")
+        if images.device != self.device:
+            images = images.to(self.device, non_blocking=True)
+        return (images.float() - self.pixel_mean) / self.pixel_std
+
+    def fused_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(N, 3B, H, W)`` -> summed branch logits at the first branch's stride."""
+        total = None
+        for i, branch in enumerate(self.branches.values()):
+            logits = branch(x[:, CHANNELS_PER_INPUT * i: CHANNELS_PER_INPUT * (i + 1)])
+            total = logits if total is None else total + upsample_logits(logits, total.shape[-2:])
+        return total
+
+    def forward(self, images: torch.Tensor,
+                targets: Optional[torch.Tensor] = None) -> Union[torch.Tensor, Dict[str, torch.Tensor]]:
+        x = self.normalize(images)
+        logits = self.fused_logits(x)
+        if self.training and targets is not None:
+            if self.loss is None:
+                raise RuntimeError("This model was built without a loss; pass loss=build_loss(cfg) to train it.")
+            targets = targets.to(logits.device, non_blocking=True)
+            return self.loss(upsample_logits(logits, targets.shape[-2:]), targets)
+        return upsample_logits(logits, x.shape[-2:])
