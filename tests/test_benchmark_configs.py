@@ -17,6 +17,7 @@ from segkit.engine.defaults import seed_all
 from segkit.export import export
 from segkit.export.runtime import ExportedSegmenter
 from segkit.modeling import build_model, split_label_sets
+from segkit.predictor import Predictor
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 SIFT_CPU = os.path.join(CONFIGS, "sift_flow", "fcn16s_vgg16_cpu.yaml")
@@ -160,6 +161,17 @@ def test_nyud_rgb_hha_late_fusion_trains_evaluates_and_exports(tmp_path, cache):
     assert seg.metadata["modalities"] == ["image", "hha"]
     batch = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
     np.testing.assert_array_equal(seg.run_batch(batch)["labels"][0], preds[0])
+    # The Predictor takes the image and the other inputs by name.
+    predictor = Predictor(cfg, weights=str(tmp_path / "out" / "model_final.pth"))
+    rgb, hha = batch[0, :, :, :3], batch[0, :, :, 3:]
+    np.testing.assert_array_equal(predictor(rgb, inputs={"hha": hha}).labels, preds[0])
+    two = predictor([rgb, rgb[:40, :56]], inputs={"hha": [hha, hha[:40, :56]]})
+    np.testing.assert_array_equal(two[0].labels, preds[0])
+    assert two[1].labels.shape == (40, 56)
+    with pytest.raises(ValueError, match=r"INPUT.MODALITIES \['image', 'hha'\].*inputs=\{'hha': ...\}"):
+        predictor(rgb)
+    with pytest.raises(ValueError, match="input 'hha' is 56x40"):
+        predictor(rgb, inputs={"hha": hha[:40, :56]})
 
 
 def test_pascal_context_deeplab_trains_and_evaluates(tmp_path):
