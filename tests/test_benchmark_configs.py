@@ -188,3 +188,24 @@ def test_pascal_context_models_train_and_evaluate(config, tmp_path):
     with torch.no_grad():
         pred = model(sample["image"][None])[0].argmax(0).numpy()
     assert results["sem_seg"]["pACC"] == pytest.approx(_accuracy(pred, sample["sem_seg"].numpy()), abs=1e-9)
+
+
+def test_multi_task_scores_survive_the_engines_softmax_and_view_averaging():
+    """The engine's inference softmaxes over all channels and averages views: per set, that is
+    each set's own softmax averaged, divided by the number of sets."""
+    from segkit.postprocess.inference import SegmentationInference
+
+    cfg = load_config(SIFT_CPU)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    images = torch.randint(0, 256, (1, 3, 64, 48), dtype=torch.uint8)
+    probs = SegmentationInference(model, scales=(1.0,), flip=True)(images)
+    with torch.no_grad():
+        views = [model(images), model(images.flip(-1)).flip(-1)]
+    for name, k in model.label_sets:
+        own = sum(torch.softmax(split_label_sets(v, model.label_sets)[name], 1) for v in views) / 2
+        got = split_label_sets(probs, model.label_sets)[name]
+        torch.testing.assert_close(got * len(model.label_sets), own, rtol=1e-5, atol=1e-6)

@@ -192,3 +192,30 @@ def test_pascal_context_label_above_59_is_reported(tmp_path):
     r = DatasetCatalog.get("pascal_context_59_train", str(tmp_path))[0]
     with pytest.raises(DataError, match=r"a\.png: mask holds label values \{60\}"):
         DatasetMapper(num_classes=60)(r)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def test_inputs_of_different_sizes_are_reported(tmp_path, cache):
+    data = layouts.write_nyud(str(tmp_path), {"trainval": ["5001"], "test": ["5002"]})
+    r = DatasetCatalog.get("nyudv2_40_trainval", str(tmp_path))[0]
+    small = str(tmp_path / "small.png")
+    layouts.write_png_rgb(small, data["5001"]["image"][:20, :30])
+    with pytest.raises(DataError, match=r"input 'nir' is 30x20 \(WxH\), input 'image' 32x24"):
+        DatasetMapper(num_classes=40, inputs=("image", "nir"))(dict(r, nir_file_name=small))
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path):
+    from segkit.data.io import atomic_write
+
+    target = tmp_path / "sub" / "x.png"
+
+    def broken(tmp):
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(str(target), broken)
+    assert os.listdir(tmp_path / "sub") == []
+    atomic_write(str(target), lambda tmp: open(tmp, "wb").write(b"whole"))
+    assert target.read_bytes() == b"whole" and os.listdir(tmp_path / "sub") == ["x.png"]

@@ -107,6 +107,11 @@ class DatasetMapper:
     def read(self, record: Mapping[str, Any]):
         """Read and validate one record: ((H, W, 3) uint8 RGB image, (H, W) label mask)."""
         image = read_image(record["file_name"], "RGB")
+        mask = self._read_main_mask(record, image.shape[:2], record["file_name"])
+        return image, mask
+
+    def _read_main_mask(self, record: Mapping[str, Any], size, source: str) -> np.ndarray:
+        """The record's mask in train ids, checked against ``size`` (H, W) of ``source`` and the class count."""
         mask_path = record["sem_seg_file_name"]
         mask = read_mask(mask_path)
         if mask.ndim == 3:
@@ -116,14 +121,14 @@ class DatasetMapper:
             mask = rgb_to_index(mask, record["mask_colors"], self.ignore_value,
                                 record.get("mask_ignore_colors", ()), mask_path)
         mask = apply_label_map(mask, record.get("label_map"), mask_path)
-        if mask.shape != image.shape[:2]:
+        if mask.shape != tuple(size):
             raise DataError(
                 f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
-                f"{record['file_name']} ({image.shape[1]}x{image.shape[0]})."
+                f"{source} ({size[1]}x{size[0]})."
             )
         k = self.classes_per_dataset.get(record.get("dataset_name"), self.num_classes)
         check_labels(mask, k, self.ignore_value, mask_path)
-        return image, mask
+        return mask
 
     def __call__(self, record: Mapping[str, Any], seed: Optional[int] = None) -> Dict[str, Any]:
         """Map one record. ``seed`` makes random transforms a pure function of it."""
@@ -165,27 +170,21 @@ class DatasetMapper:
         return mask
 
     def _read_multi(self, record: Mapping[str, Any]) -> Tuple[List[np.ndarray], List[np.ndarray]]:
-        """Every input ``(H, W, 3)`` uint8 and every mask (main first), validated."""
-        image, mask = self.read(record) if "image" in self.inputs else (None, None)
-        if mask is None:  # no RGB input: read the main mask against the first input's size
-            first = read_input(record, self.inputs[0])
-            mask = apply_label_map(read_mask(record["sem_seg_file_name"]), record.get("label_map"),
-                                   record["sem_seg_file_name"])
-            k = self.classes_per_dataset.get(record.get("dataset_name"), self.num_classes)
-            check_labels(mask, k, self.ignore_value, record["sem_seg_file_name"])
-        inputs = []
-        for name in self.inputs:
-            arr = image if name == "image" else (first if image is None and name == self.inputs[0]
-                                                 else read_input(record, name))
+        """Every input ``(H, W, 3)`` uint8 (``self.inputs`` order) and every mask (main first), validated."""
+        arrays = {name: read_input(record, name) for name in self.inputs}
+        for name, arr in arrays.items():
             if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
                 raise DataError(f"{record.get('file_name')}: input '{name}' is {arr.dtype} {arr.shape}; "
                                 "every input must be H x W x 3 uint8.")
-            if arr.shape[:2] != mask.shape:
+        first = self.inputs[0]
+        size = arrays[first].shape[:2]
+        for name, arr in arrays.items():
+            if arr.shape[:2] != size:
                 raise DataError(f"{record.get('file_name')}: input '{name}' is {arr.shape[1]}x{arr.shape[0]} (WxH), "
-                                f"its mask {mask.shape[1]}x{mask.shape[0]}.")
-            inputs.append(arr)
+                                f"input '{first}' {size[1]}x{size[0]}.")
+        mask = self._read_main_mask(record, size, f"{record.get('file_name')} (input '{first}')")
         masks = [mask] + [self._read_label_set(record, n, k, mask.shape) for n, k in self.label_sets]
-        return inputs, masks
+        return [arrays[n] for n in self.inputs], masks
 
     def _map_multi(self, record: Mapping[str, Any], seed: Optional[int]) -> Dict[str, Any]:
         inputs, masks = self._read_multi(record)
