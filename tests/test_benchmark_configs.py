@@ -209,3 +209,29 @@ def test_multi_task_scores_survive_the_engines_softmax_and_view_averaging():
         own = sum(torch.softmax(split_label_sets(v, model.label_sets)[name], 1) for v in views) / 2
         got = split_label_sets(probs, model.label_sets)[name]
         torch.testing.assert_close(got * len(model.label_sets), own, rtol=1e-5, atol=1e-6)
+
+
+def test_late_fusion_starts_from_two_single_input_nets_and_sums_their_scores():
+    """FCN sec. 5: the RGB-HHA net is the sum of an RGB and an HHA net."""
+    from segkit.modeling.meta_arch import fuse_branch_state_dicts
+
+    nets = {}
+    for i, (name, config) in enumerate((("image", "fcn32s_vgg16_rgb.yaml"), ("hha", "fcn32s_vgg16_hha.yaml"))):
+        cfg = load_config(os.path.join(CONFIGS, "nyudv2", config), ["MODEL.DEVICE", "cpu", "MODEL.BACKBONE.PRETRAINED",
+                                                                    "", "MODEL.VGG.WIDTH", "8", "MODEL.VGG.FC_CHANNELS",
+                                                                    "16"])
+        torch.manual_seed(i)
+        nets[name] = build_model(cfg).eval()
+        with torch.no_grad():  # FCN score layers start at zero: give them values
+            for p in nets[name].parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+    fused_cfg = load_config(NYUD_CPU, ["MODEL.VGG.FC_CHANNELS", "16"])
+    fused = build_model(fused_cfg).eval()
+    fused.load_state_dict(fuse_branch_state_dicts({k: v.state_dict() for k, v in nets.items()}))
+    rgb = torch.randint(0, 256, (1, 3, 40, 56), dtype=torch.uint8)
+    hha = torch.randint(0, 256, (1, 3, 40, 56), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(torch.cat([rgb, hha], 1)), nets["image"](rgb) + nets["hha"](hha),
+                                   rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="input 'hha' has no backbone"):
+        fuse_branch_state_dicts({"hha": {"weight": torch.zeros(1)}})

@@ -6,11 +6,13 @@ resulting two-stream net end-to-end" (Long et al., CVPR 2015, sec. 5 and Table 5
 "RGB-HHA"). The inputs arrive stacked along the channels in ``INPUT.MODALITIES``
 order (:class:`segkit.data.DatasetMapper`), 3 channels each; branch ``i`` reads
 channels ``3i .. 3i+2``. Every branch is built from the same ``MODEL.BACKBONE`` /
-``MODEL.HEAD`` config, so a checkpoint of the single-input net fits each branch.
+``MODEL.HEAD`` config, so the weights of single-input nets (``SemanticSegmentor``
+checkpoints of the RGB and the HHA net) can start the fused net:
+:func:`fuse_branch_state_dicts` renames their keys into one state dict.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -22,7 +24,7 @@ from segkit.modeling.heads import build_head
 from segkit.modeling.meta_arch.semantic_seg import _build_loss, upsample_logits
 from segkit.registry import META_ARCH_REGISTRY
 
-__all__ = ["LateFusionSegmentor"]
+__all__ = ["LateFusionSegmentor", "fuse_branch_state_dicts"]
 
 CHANNELS_PER_INPUT = 3
 
@@ -126,3 +128,28 @@ class LateFusionSegmentor(nn.Module):
             targets = targets.to(logits.device, non_blocking=True)
             return self.loss(upsample_logits(logits, targets.shape[-2:]), targets)
         return upsample_logits(logits, x.shape[-2:])
+
+
+def fuse_branch_state_dicts(per_input: Mapping[str, Mapping[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
+    """State dicts of single-input nets -> the state dict of a :class:`LateFusionSegmentor`.
+
+    Args:
+        per_input: input name (an ``INPUT.MODALITIES`` entry) -> the ``state_dict()`` of a
+            ``SemanticSegmentor`` trained on that input (keys ``backbone.*``, ``head.*``).
+
+    Returns:
+        ``{"branches.<name>.backbone.*", "branches.<name>.head.*": tensor}``; save it as
+        ``{"model": ...}`` and point ``MODEL.WEIGHTS`` at the file to start late fusion
+        from the trained nets (FCN sec. 5 fuses an RGB and an HHA net this way).
+
+    Raises:
+        ValueError: a state dict has no ``backbone.`` / ``head.`` keys (not a single-input segmentor).
+    """
+    fused: Dict[str, torch.Tensor] = {}
+    for name, state in per_input.items():
+        keys = [k for k in state if k.startswith(("backbone.", "head."))]
+        if not keys:
+            raise ValueError(f"The state dict given for input '{name}' has no backbone.* / head.* keys; "
+                             "pass the state_dict() (checkpoint['model']) of a SemanticSegmentor.")
+        fused.update({f"branches.{name}.{k}": state[k] for k in keys})
+    return fused
