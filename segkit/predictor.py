@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -192,6 +192,8 @@ class Predictor:
         self.device = resolve_device(self.cfg.MODEL.DEVICE)  # where build_model put the model
         self.pipeline = build_inference_pipeline(self.cfg, weights, who="Predictor")
         self._num_threads = int(self.cfg.TEST.get("NUM_THREADS", 0))
+        # Inputs the model reads, stacked along the channels; the first is passed as ``images``.
+        self._modalities = list(self.cfg.INPUT.get("MODALITIES", ["image"]))
         self._lock = threading.Lock()
         self._transform_lock = threading.Lock()
 
@@ -212,14 +214,25 @@ class Predictor:
         return self.metadata.class_names
 
     # -- pre-processing ---------------------------------------------------- #
-    def _prepare(self, image: ImageLike, where: str, fmt: str) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """Validated RGB image after the mapper's test-time preparation, and its original size."""
+    def _prepare(self, image: ImageLike, where: str, fmt: str,
+                 extras: Optional[Dict[str, ImageLike]] = None) -> Tuple[np.ndarray, Tuple[int, int]]:
+        """Validated RGB image after the mapper's test-time preparation, and its original size.
+
+        ``extras``: the other inputs of ``INPUT.MODALITIES`` by name (same size, transformed
+        with the same geometry, never channel-swapped); all are stacked along the channels.
+        """
         arr, forced = check_image(image, where)
         size = (int(arr.shape[0]), int(arr.shape[1]))
         rgb = as_rgb(arr, forced or fmt)
+        others = {n: check_image(v, f"{where} input '{n}'")[0] for n, v in (extras or {}).items()}
+        for n, v in others.items():
+            if v.shape[:2] != arr.shape[:2]:
+                raise ValueError(f"{where}: input '{n}' is {v.shape[1]}x{v.shape[0]} (WxH), the image {size[1]}x{size[0]}.")
         with self._transform_lock:  # albumentations objects are not documented as re-entrant
-            rgb = self.pipeline.mapper.prepare_image(rgb, where)
-        return rgb, size
+            rgb, others = self.pipeline.mapper.prepare_inputs(rgb, others, where)
+        if others:
+            rgb = np.concatenate([rgb] + [others[n] for n in self._modalities[1:]], axis=2)
+        return np.ascontiguousarray(rgb), size
 
     # -- the device part --------------------------------------------------- #
     @torch.inference_mode()
@@ -248,11 +261,15 @@ class Predictor:
         *,
         format: Optional[str] = None,
         return_probs: bool = False,
+        inputs: Optional[Dict[str, Any]] = None,
     ) -> Union[Prediction, List[Prediction]]:
         """Segment one image or a list of images.
 
         Args:
-            images: one ``(H, W, 3)`` uint8 image, or a list/tuple of them (sizes may differ).
+            images: one ``(H, W, 3)`` uint8 image, or a list/tuple of them (sizes may differ);
+                the first input of ``INPUT.MODALITIES`` (the RGB image, or e.g. HHA for an HHA-only model).
+            inputs: the other inputs of ``INPUT.MODALITIES`` by name, each one ``(H, W, 3)``
+                uint8 array (or a list matching ``images``), e.g. ``{"hha": depth_to_hha(depth, camera)}``.
             format: channel order of the given arrays, ``"RGB"`` or ``"BGR"``;
                 default ``cfg.INPUT.FORMAT``. PIL images are always RGB. Arrays are
                 turned into RGB once here; the model adapts RGB to its weights.
@@ -265,11 +282,26 @@ class Predictor:
         single = not isinstance(images, (list, tuple))
         items = [images] if single else list(images)
         where = (lambda i: "image") if single else (lambda i: f"image {i}")
-        prepared, sizes = zip(*[self._prepare(img, where(i), fmt) for i, img in enumerate(items)]) if items else ((), ())
+        extras = self._extra_inputs(inputs, single, len(items))
+        prepared, sizes = zip(*[self._prepare(img, where(i), fmt, extras[i]) for i, img in enumerate(items)]) if items else ((), ())
         results: List[Prediction] = []
         for start, stop in self._groups(prepared):
             results.extend(self._run(list(prepared[start:stop]), list(sizes[start:stop]), return_probs))
         return results[0] if single else results
+
+    def _extra_inputs(self, inputs: Optional[Dict[str, Any]], single: bool, n: int) -> List[Dict[str, Any]]:
+        """Per image, the inputs besides the first of ``INPUT.MODALITIES``; raises naming what is missing."""
+        inputs = dict(inputs or {})
+        needed = self._modalities[1:]
+        if sorted(inputs) != sorted(needed):
+            raise ValueError(f"This model reads INPUT.MODALITIES {self._modalities}: pass the first as images and "
+                             f"inputs={{{', '.join(repr(k) + ': ...' for k in needed)}}}; got inputs for {sorted(inputs)}.")
+        if single:
+            return [inputs]
+        for k, v in inputs.items():
+            if not isinstance(v, (list, tuple)) or len(v) != n:
+                raise ValueError(f"inputs['{k}'] must be a list of {n} arrays, one per image.")
+        return [{k: v[i] for k, v in inputs.items()} for i in range(n)]
 
     def _groups(self, arrays: List[np.ndarray]):
         """Consecutive runs of same-size arrays, at most ``batch_size`` long."""

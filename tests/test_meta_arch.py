@@ -160,8 +160,10 @@ def test_every_config_loads_and_builds(path):
         return
     cfg.MODEL.DEVICE = "cpu"
     model = build_model(cfg).eval()
-    out = model(torch.randint(0, 256, (1, 3, 65, 63), dtype=torch.uint8))
-    assert out.shape == (1, cfg.MODEL.NUM_CLASSES, 65, 63)
+    # Several inputs (INPUT.MODALITIES) arrive stacked: one channel per PIXEL_MEAN entry.
+    out = model(torch.randint(0, 256, (1, len(cfg.MODEL.PIXEL_MEAN), 65, 63), dtype=torch.uint8))
+    extra = sum(s["NUM_CLASSES"] for s in cfg.MODEL.MULTI_TASK.EXTRA_LABEL_SETS)  # two-headed: all sets' scores
+    assert out.shape == (1, cfg.MODEL.NUM_CLASSES + extra, 65, 63)
 
 
 def test_auxiliary_head_outputs_get_their_own_weighted_losses():

@@ -200,6 +200,15 @@ _C.MODEL.HDC = CN()
 # What building a backbone whose dilated stack grids does: "warn" (GriddingWarning), "raise" or "off".
 _C.MODEL.HDC.GRIDDING_CHECK = "warn"
 
+# Several label sets predicted at once (META_ARCHITECTURE "MultiTaskSegmentor"; FCN's two-headed SIFT Flow net).
+_C.MODEL.MULTI_TASK = CN()
+# Label sets besides the dataset's main one: list of {NAME (record key <NAME>_sem_seg_file_name), NUM_CLASSES, LOSS_WEIGHT}.
+_C.MODEL.MULTI_TASK.EXTRA_LABEL_SETS = []
+# Weight of the main label set's loss terms (MODEL.NUM_CLASSES classes).
+_C.MODEL.MULTI_TASK.MAIN_LOSS_WEIGHT = 1.0
+# Inference output: "all" (every set's log-probabilities, concatenated; the multi-task evaluator) or one set ("sem_seg" = main).
+_C.MODEL.MULTI_TASK.INFERENCE_OUTPUT = "all"
+
 # ---------------------------------------------------------------------------- #
 # Datasets, input and loading
 # ---------------------------------------------------------------------------- #
@@ -237,6 +246,8 @@ _C.INPUT.TRAIN_TRANSFORMS = [
 ]
 # Test-time input transforms (deterministic ones only); [] = original size.
 _C.INPUT.TEST_TRANSFORMS = []
+# Inputs read for each record (segkit.data.io.read_input) and stacked along the channels, e.g. ["image", "hha"].
+_C.INPUT.MODALITIES = ["image"]
 
 _C.DATALOADER = CN()
 # Worker processes per data loader.

@@ -181,18 +181,21 @@ def collate_batch(samples: List[Dict[str, Any]], ignore_value: int = 255,
     # numpy, not torch: small strided copies in torch's intra-op thread pool are
     # 10-20x slower on a busy machine, and collate runs once per batch.
     n = len(samples)
-    images_t, masks_t = _empty_batch_tensor((n, 3, h, w), torch.uint8), _empty_batch_tensor((n, h, w), torch.int64)
+    # Several inputs stack their channels, several label sets their masks (DatasetMapper).
+    c, lead = samples[0]["image"].shape[0], tuple(samples[0]["sem_seg"].shape[:-2])
+    images_t = _empty_batch_tensor((n, c, h, w), torch.uint8)
+    masks_t = _empty_batch_tensor((n,) + lead + (h, w), torch.int64)
     images, masks = images_t.numpy(), masks_t.numpy()
     for i, s in enumerate(samples):
         img, seg = s["image"].numpy(), s["sem_seg"].numpy()
         _, sh, sw = img.shape
         images[i, :, :sh, :sw] = img
-        masks[i, :sh, :sw] = seg
+        masks[i, ..., :sh, :sw] = seg
         if sh < h or sw < w:
             images[i, :, sh:, :] = np.asarray(pad_value).round().astype(np.uint8)[:, None, None]
             images[i, :, :sh, sw:] = np.asarray(pad_value).round().astype(np.uint8)[:, None, None]
-            masks[i, sh:, :] = ignore_value
-            masks[i, :sh, sw:] = ignore_value
+            masks[i, ..., sh:, :] = ignore_value
+            masks[i, ..., :sh, sw:] = ignore_value
     images, masks = images_t, masks_t
     sizes = [(int(s["image"].shape[1]), int(s["image"].shape[2])) for s in samples]
     return {"image": images, "sem_seg": masks, "records": [s["record"] for s in samples], "image_sizes": sizes, "bad": bad}

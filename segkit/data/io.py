@@ -7,7 +7,8 @@ their *indices*, which OpenCV would expand to colours.
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence
+import threading
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -15,7 +16,8 @@ from PIL import Image
 
 from segkit.data.catalog import DataError
 
-__all__ = ["read_image", "read_mask", "LABEL_MAPS", "register_label_map", "apply_label_map", "rgb_to_index"]
+__all__ = ["read_image", "read_mask", "LABEL_MAPS", "register_label_map", "apply_label_map", "rgb_to_index",
+           "INPUT_READERS", "register_input_reader", "read_input", "atomic_write"]
 
 # OpenCV spawns its own threads per process; the loader's workers already parallelise.
 cv2.setNumThreads(1)
@@ -167,7 +169,7 @@ def read_mask(path: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise DataError(f"{path}: mask file not found.")
     if path.endswith(".mat"):
-        return _read_sbd_mat(path)
+        return _read_mat_mask(path)
     try:
         with Image.open(path) as im:
             if im.mode in ("RGBA", "LA"):
@@ -180,16 +182,32 @@ def read_mask(path: str) -> np.ndarray:
     return arr
 
 
-def _read_sbd_mat(path: str) -> np.ndarray:
-    """SBD ``cls/*.mat``: a MATLAB struct ``GTcls`` whose ``Segmentation`` field is the mask."""
+def _read_mat_mask(path: str) -> np.ndarray:
+    """A MATLAB label file, in the layouts of the datasets that ship them.
+
+    * SBD ``cls/*.mat``: struct ``GTcls`` whose ``Segmentation`` field is the mask;
+    * SIFT Flow ``SemanticLabels/*.mat`` and ``GeoLabels/*.mat``: array ``S`` (int;
+      GeoLabels mark unlabelled pixels -1, read here as 0, the code of unlabelled in both);
+    * NYUDv2 (Gupta et al.'s ``segmentation/img_*.mat``): array ``segmentation``.
+    """
     import scipy.io
 
     try:
         mat = scipy.io.loadmat(path, squeeze_me=True, struct_as_record=False)
-        seg = mat["GTcls"].Segmentation
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
-        raise DataError(f"{path}: not a readable SBD class annotation (expected struct GTcls.Segmentation): {exc}") from exc
-    return np.asarray(seg).astype(np.uint8, copy=False)
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not a readable MATLAB label file: {exc}") from exc
+    try:
+        if "GTcls" in mat:
+            return np.asarray(mat["GTcls"].Segmentation).astype(np.uint8, copy=False)
+        if "S" in mat:
+            return np.maximum(np.asarray(mat["S"]), 0).astype(np.uint8)
+        if "segmentation" in mat:
+            return np.asarray(mat["segmentation"]).astype(np.uint8, copy=False)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise DataError(f"{path}: label array cannot be read ({exc}).") from exc
+    keys = sorted(k for k in mat if not k.startswith("__"))
+    raise DataError(f"{path}: no label array found (expected struct GTcls.Segmentation (SBD), S (SIFT Flow) or "
+                    f"segmentation (NYUDv2)); the file holds {keys}.")
 
 
 # Look-up tables from on-disk label ids to training ids (255 = ignore), by name.
@@ -241,3 +259,52 @@ def rgb_to_index(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_label
         col = tuple(int(v) for v in mask[y, x])
         raise DataError(f"{path}: mask colour {col} at pixel (y={y}, x={x}) is not in the dataset palette.")
     return table_vals[order][pos]
+
+
+# Readers of the model's extra inputs (``INPUT.MODALITIES``) by name: ``record -> (H, W, C) uint8``.
+# Registered by the dataset modules at import time, so loader workers have them.
+INPUT_READERS: Dict[str, Callable[[Mapping[str, Any]], np.ndarray]] = {}
+
+
+def register_input_reader(name: str, reader: Callable[[Mapping[str, Any]], np.ndarray]) -> None:
+    """Register how input ``name`` is read from a record (a second registration of ``name`` raises)."""
+    if name in INPUT_READERS and INPUT_READERS[name] is not reader:
+        raise ValueError(f"Input reader '{name}' is already registered ({INPUT_READERS[name].__module__}).")
+    INPUT_READERS[name] = reader
+
+
+def read_input(record: Mapping[str, Any], name: str) -> np.ndarray:
+    """Input ``name`` of ``record`` as ``(H, W, C)`` uint8.
+
+    ``"image"`` is ``record["file_name"]`` (RGB); another name uses its registered
+    reader, else the image file at ``record["<name>_file_name"]`` (channels as stored, RGB order).
+    """
+    if name == "image":
+        return read_image(record["file_name"], "RGB")
+    if name in INPUT_READERS:
+        return INPUT_READERS[name](record)
+    key = f"{name}_file_name"
+    if key not in record:
+        raise DataError(f"{record.get('file_name')}: the config asks for input '{name}' but the record has no "
+                        f"'{key}' and no reader is registered for it (registered: {sorted(INPUT_READERS)}).")
+    return read_image(record[key], "RGB")
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> str:
+    """Write ``path`` through ``write(tmp_path)`` then ``os.replace``: readers never see a partial file.
+
+    The temporary file sits in the same folder (same file system) and carries the
+    process id, so concurrent writers (loader workers) do not collide; the last
+    replace wins, which is harmless when they write the same content.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.{threading.get_ident()}.tmp{ext}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path

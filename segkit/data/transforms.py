@@ -221,10 +221,16 @@ def build_transform(spec: Dict[str, Any], ignore_value: int = 255, pixel_mean: O
 
 
 def build_transforms(specs: Sequence[Dict[str, Any]], ignore_value: int = 255,
-                     pixel_mean: Optional[Sequence[float]] = None) -> A.Compose:
-    """A list of ``{NAME, ARGS}`` entries -> ``albumentations.Compose`` (masks: nearest)."""
+                     pixel_mean: Optional[Sequence[float]] = None,
+                     additional_targets: Optional[Dict[str, str]] = None) -> A.Compose:
+    """A list of ``{NAME, ARGS}`` entries -> ``albumentations.Compose`` (masks: nearest).
+
+    ``additional_targets`` (e.g. ``{"hha": "image", "mask_geometric": "mask"}``) get the
+    same geometric transforms as ``image`` / ``mask`` (albumentations' mechanism).
+    """
     transforms = [build_transform(s, ignore_value, pixel_mean) for s in specs]
-    return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST, is_check_shapes=True)
+    return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST, is_check_shapes=True,
+                     additional_targets=additional_targets)
 
 
 def seed_transforms(pipeline: Any, seed: int) -> None:

@@ -11,6 +11,7 @@ from segkit.evaluation.sem_seg_evaluation import (
     inference_on_dataset,
     postprocessed_key,
 )
+from segkit.evaluation.multi_task import MultiTaskSemSegEvaluator
 
 __all__ = [
     "ConfusionMatrix",
@@ -20,5 +21,6 @@ __all__ = [
     "format_per_class_table",
     "inference_on_dataset",
     "metrics_from_confusion",
+    "MultiTaskSemSegEvaluator",
     "postprocessed_key",
 ]

@@ -125,7 +125,7 @@ class SemSegEvaluator:
                 return
             self.samples.append(
                 {
-                    "image": images[i].detach().cpu(),
+                    "image": images[i, :3].detach().cpu(),  # the first input when several are stacked
                     "sem_seg": inputs["sem_seg"][i].detach().cpu(),
                     "pred": {k: v[i].detach().cpu() for k, v in labels.items()},
                 }

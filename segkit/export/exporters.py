@@ -42,9 +42,16 @@ TORCHSCRIPT_METADATA_FILE = "segkit_metadata.json"
 _EXAMPLE_HW = (83, 117)
 
 
-def _example_input(layout: str, hw: Tuple[int, int] = _EXAMPLE_HW) -> torch.Tensor:
+def _input_channels(model: nn.Module) -> int:
+    """Channels the model reads: one per ``pixel_mean`` entry (3, or 3 per stacked input of INPUT.MODALITIES)."""
+    inner = getattr(model, "model", model)
+    mean = getattr(inner, "pixel_mean", None)
+    return int(mean.numel()) if isinstance(mean, torch.Tensor) else 3
+
+
+def _example_input(layout: str, hw: Tuple[int, int] = _EXAMPLE_HW, channels: int = 3) -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
-    shape = (1, hw[0], hw[1], 3) if layout == "NHWC" else (1, 3, hw[0], hw[1])
+    shape = (1, hw[0], hw[1], channels) if layout == "NHWC" else (1, channels, hw[0], hw[1])
     return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
 
 
@@ -82,7 +89,7 @@ def build_export_model(cfg, weights: Optional[str] = None) -> nn.Module:
 
 def _needs_resize(model: nn.Module) -> bool:
     """Whether the model's logits differ from its input size (then the pipeline upsamples)."""
-    x = _example_input("NCHW")
+    x = _example_input("NCHW", channels=_input_channels(model))
     with torch.no_grad():
         logits = model(x)
     return tuple(logits.shape[-2:]) != tuple(x.shape[-2:])
@@ -101,7 +108,7 @@ def export_torchscript(pipeline: SegmentationPipeline, out: str, metadata: Dict[
     device it was traced on; trace on the GPU for GPU deployment.
     """
     device = next(pipeline.parameters()).device
-    example = _example_input(pipeline.input_layout).to(device)
+    example = _example_input(pipeline.input_layout, channels=_input_channels(pipeline)).to(device)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit is deprecated, still supported
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
@@ -131,7 +138,8 @@ def export_onnx(pipeline: SegmentationPipeline, out: str, metadata: Dict[str, st
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         buffer = io.BytesIO()
         torch.onnx.export(
-            pipeline, (_example_input(pipeline.input_layout),), buffer, dynamo=False, opset_version=opset,
+            pipeline, (_example_input(pipeline.input_layout, channels=_input_channels(pipeline)),), buffer,
+            dynamo=False, opset_version=opset,
             input_names=["image"], output_names=outputs,
             dynamic_axes=_dynamic_axes(pipeline.input_layout, pipeline.with_probs),
         )

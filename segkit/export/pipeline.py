@@ -79,6 +79,8 @@ def bundle_metadata(cfg, input_layout: str, with_probs: bool, device: Optional[s
         schema=METADATA_SCHEMA,
         input_layout=input_layout,
         inputs=["image"],
+        # What the "image" input stacks along its channels, 3 each (INPUT.MODALITIES).
+        modalities=list(cfg.INPUT.get("MODALITIES", ["image"])),
         outputs=["labels", "probs"] if with_probs else ["labels"],
         meta_architecture=cfg.MODEL.META_ARCHITECTURE,
         segkit_version=segkit.__version__,

@@ -6,6 +6,7 @@
 from segkit.modeling.backbone import VGG, Backbone, ResNet, build_backbone
 from segkit.modeling.heads import DeepLabV2Head, FCNHead, build_head
 from segkit.modeling.meta_arch import MultiScaleSegmentor, SemanticSegmentor, build_model
+from segkit.modeling.meta_arch import LateFusionSegmentor, MultiTaskSegmentor, split_label_sets, upsample_logits
 
 # Importing the package registers every modeling built-in, losses included.
 from segkit.modeling import losses  # noqa: E402,F401  (after meta_arch: losses may import modeling)
@@ -21,4 +22,8 @@ __all__ = [
     "build_model",
     "MultiScaleSegmentor",
     "SemanticSegmentor",
+    "LateFusionSegmentor",
+    "MultiTaskSegmentor",
+    "split_label_sets",
+    "upsample_logits",
 ]

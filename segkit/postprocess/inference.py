@@ -147,11 +147,13 @@ class SegmentationInference:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Predict probabilities for RGB images (N, 3, H, W) uint8 -> (N, K, H, W) float32.
 
-        The images stay where they are (the model moves them to its device); the
+        ``(N, 3B, H, W)`` when ``B`` inputs are stacked (``INPUT.MODALITIES``). The
+        images stay where they are (the model moves them to its device); the
         probabilities are on the model's device.
         """
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"inference: images must be (N, 3, H, W); got shape {tuple(images.shape)}")
+        if images.dim() != 4 or images.shape[1] % 3:
+            raise ValueError(f"inference: images must be (N, 3, H, W) (or (N, 3B, H, W) for B stacked inputs); "
+                             f"got shape {tuple(images.shape)}")
         h, w = images.shape[-2:]
         total, views = None, 0
         for scale in self.scales:

@@ -129,3 +129,64 @@ def write_ade20k(root: str, folder: str, stems: Sequence[str], size=(18, 22), se
         masks[stem] = blob_mask(rng, *size, labels=labels)
         write_grey_png(os.path.join(base, "annotations", folder, f"{stem}.png"), masks[stem])
     return masks
+
+
+def write_nyud(root: str, splits: Dict[str, Sequence[str]], size=(24, 32), seed: int = 4,
+               labels=(0, 1, 2, 40)) -> Dict[str, Dict[str, np.ndarray]]:
+    """``root/nyud`` as Gupta et al. release it: data/images, data/depth (uint16 mm), segmentation/*.mat, splits."""
+    rng = np.random.default_rng(seed)
+    nyud = os.path.join(root, "nyud")
+    out = {}
+    h, w = size
+    for i in sorted({i for v in splits.values() for i in v}):
+        image = random_image(rng, h, w)
+        write_png_rgb(os.path.join(nyud, "data", "images", f"img_{i}.png"), image)
+        # A floor seen from above and ahead: depth grows towards the top of the image; a few holes.
+        depth_mm = (1500 + 40 * (h - np.arange(h))[:, None] + np.zeros((1, w))).astype(np.uint16)
+        depth_mm[0, :3] = 0
+        os.makedirs(os.path.join(nyud, "data", "depth"), exist_ok=True)
+        cv2.imwrite(os.path.join(nyud, "data", "depth", f"img_{i}.png"), depth_mm)
+        mask = blob_mask(rng, h, w, labels)
+        os.makedirs(os.path.join(nyud, "segmentation"), exist_ok=True)
+        scipy.io.savemat(os.path.join(nyud, "segmentation", f"img_{i}.mat"), {"segmentation": mask})
+        out[i] = {"image": image, "depth_mm": depth_mm, "mask": mask}
+    for name, ids in splits.items():
+        with open(os.path.join(nyud, f"{name}.txt"), "w") as f:
+            f.write("".join(f"{i}\n" for i in ids))
+    return out
+
+
+def write_sift_flow(root: str, splits: Dict[str, Sequence[str]], seed: int = 5, size=(256, 256),
+                    labels=(0, 1, 17, 28, 33), geo=(-1, 0, 1, 2, 3)) -> Dict[str, Dict[str, np.ndarray]]:
+    """``root/sift-flow`` as the LabelMe SiftFlowDataset.zip plus FCN's split lists (int16 ``S`` arrays)."""
+    rng = np.random.default_rng(seed)
+    base = os.path.join(root, "sift-flow")
+    sub = "spatial_envelope_256x256_static_8outdoorcategories"
+    out = {}
+    h, w = size
+    for i in sorted({i for v in splits.values() for i in v}):
+        write_jpg(os.path.join(base, "Images", sub, f"{i}.jpg"), random_image(rng, h, w))
+        sem = blob_mask(rng, h, w, labels).astype(np.int16)
+        g = blob_mask(rng, h, w, [v + 1 for v in geo]).astype(np.int16) - 1
+        for folder, arr in (("SemanticLabels", sem), ("GeoLabels", g)):
+            os.makedirs(os.path.join(base, folder, sub), exist_ok=True)
+            scipy.io.savemat(os.path.join(base, folder, sub, f"{i}.mat"), {"S": arr})
+        out[i] = {"semantic": sem, "geometric": g}
+    for name, ids in splits.items():
+        with open(os.path.join(base, f"{name}.txt"), "w") as f:
+            f.write("".join(f"{i}\n" for i in ids))
+    return out
+
+
+def write_pascal_context(root: str, splits: Dict[str, Sequence[str]], size=(20, 26), seed: int = 6,
+                         labels=(0, 1, 37, 59)) -> Dict[str, np.ndarray]:
+    """``root/VOCdevkit/VOC2010`` with JPEGImages, SegmentationClassContext (grey PNG, 0..59), ImageSets/SegmentationContext."""
+    rng = np.random.default_rng(seed)
+    voc = os.path.join(root, "VOCdevkit", "VOC2010")
+    masks = {}
+    for i in sorted({i for v in splits.values() for i in v}):
+        write_jpg(os.path.join(voc, "JPEGImages", f"{i}.jpg"), random_image(rng, *size))
+        masks[i] = blob_mask(rng, *size, labels=labels)
+        write_grey_png(os.path.join(voc, "SegmentationClassContext", f"{i}.png"), masks[i])
+    write_split_lists(os.path.join(voc, "ImageSets", "SegmentationContext"), splits)
+    return masks
