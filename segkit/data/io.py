@@ -7,7 +7,6 @@ their *indices*, which OpenCV would expand to colours.
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import cv2
@@ -17,7 +16,7 @@ from PIL import Image
 from segkit.data.catalog import DataError
 
 __all__ = ["read_image", "read_mask", "LABEL_MAPS", "register_label_map", "apply_label_map", "rgb_to_index",
-           "INPUT_READERS", "register_input_reader", "read_input", "atomic_write"]
+           "INPUT_READERS", "register_input_reader", "read_input"]
 
 # OpenCV spawns its own threads per process; the loader's workers already parallelise.
 cv2.setNumThreads(1)
@@ -290,21 +289,3 @@ def read_input(record: Mapping[str, Any], name: str) -> np.ndarray:
     return read_image(record[key], "RGB")
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> str:
-    """Write ``path`` through ``write(tmp_path)`` then ``os.replace``: readers never see a partial file.
-
-    The temporary file sits in the same folder (same file system) and carries the
-    process id, so concurrent writers (loader workers) do not collide; the last
-    replace wins, which is harmless when they write the same content.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = os.path.splitext(os.path.basename(path))
-    tmp = os.path.join(folder, f".{stem}.{os.getpid()}.{threading.get_ident()}.tmp{ext}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path

@@ -12,12 +12,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from segkit.config.configurable import configurable
+from segkit.data import MetadataCatalog
+from segkit.data.registration import dataset_classes
 from segkit.evaluation.sem_seg_evaluation import RAW_KEY, SemSegEvaluator
 from segkit.registry import EVALUATOR_REGISTRY
 
 __all__ = ["MultiTaskSemSegEvaluator"]
 
 
+@EVALUATOR_REGISTRY.register()
 class MultiTaskSemSegEvaluator:
     """Per-label-set evaluators fed from one pass.
 
@@ -28,6 +32,7 @@ class MultiTaskSemSegEvaluator:
             (pictures are kept for the main set only).
     """
 
+    @configurable
     def __init__(self, label_sets: Sequence[Tuple[str, Sequence[str]]], ignore_value: int = 255,
                  output_dir: Optional[str] = None, dataset_name: str = "dataset", num_samples_kept: int = 0) -> None:
         if not label_sets or label_sets[0][0] != RAW_KEY:
@@ -43,24 +48,23 @@ class MultiTaskSemSegEvaluator:
         self.dataset_name, self.ignore_value = dataset_name, int(ignore_value)
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> "MultiTaskSemSegEvaluator":
-        """Class names from the dataset's ``stuff_classes`` and ``label_sets`` metadata."""
-        from segkit.data import MetadataCatalog
+    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None) -> dict:
+        """Class names from the dataset's classes and its ``label_sets`` metadata.
 
-        meta = MetadataCatalog.get(dataset_name)
-        main = list(meta.get("stuff_classes") or [str(i) for i in range(cfg.MODEL.NUM_CLASSES)])
-        sets: List[Tuple[str, List[str]]] = [(RAW_KEY, main)]
-        named = meta.get("label_sets") or {}
+        The main set's class count was checked against ``MODEL.NUM_CLASSES`` at set-up
+        (:func:`segkit.data.setup_datasets`); each extra set's is checked here.
+        """
+        main, _, _ = dataset_classes(cfg, [dataset_name])
+        sets: List[Tuple[str, List[str]]] = [(RAW_KEY, list(main or [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]))]
+        named = MetadataCatalog.get(dataset_name).get("label_sets") or {}
         for s in cfg.MODEL.MULTI_TASK.EXTRA_LABEL_SETS:
             names = list(named.get(s["NAME"]) or [str(i) for i in range(s["NUM_CLASSES"])])
             if len(names) != s["NUM_CLASSES"]:
                 raise ValueError(f"Dataset '{dataset_name}' has {len(names)} classes in label set '{s['NAME']}' but "
                                  f"MODEL.MULTI_TASK.EXTRA_LABEL_SETS gives NUM_CLASSES {s['NUM_CLASSES']}.")
             sets.append((s["NAME"], names))
-        if len(main) != cfg.MODEL.NUM_CLASSES:
-            raise ValueError(f"Dataset '{dataset_name}' has {len(main)} classes but MODEL.NUM_CLASSES is "
-                             f"{cfg.MODEL.NUM_CLASSES}; set MODEL.NUM_CLASSES {len(main)}.")
-        return cls(sets, cfg.MODEL.IGNORE_VALUE, output_dir, dataset_name, cfg.TEST.VIS_NUM_IMAGES)
+        return {"label_sets": sets, "ignore_value": cfg.MODEL.IGNORE_VALUE, "output_dir": output_dir,
+                "dataset_name": dataset_name, "num_samples_kept": cfg.TEST.VIS_NUM_IMAGES}
 
     # What the engine reads for pictures: the main set's.
     class_names = property(lambda self: self.main.class_names)
@@ -100,9 +104,3 @@ class MultiTaskSemSegEvaluator:
             for key, metrics in evaluator.evaluate().items():
                 results[name + key[len(RAW_KEY):] if name != RAW_KEY else key] = metrics
         return results
-
-
-@EVALUATOR_REGISTRY.register(name="MultiTaskSemSegEvaluator")
-def build_multi_task_evaluator(cfg, dataset_name: str, output_dir: Optional[str] = None) -> MultiTaskSemSegEvaluator:
-    """Registry entry: ``MultiTaskSemSegEvaluator.from_config(cfg, dataset_name, output_dir)``."""
-    return MultiTaskSemSegEvaluator.from_config(cfg, dataset_name, output_dir)

@@ -31,7 +31,8 @@ import numpy as np
 from segkit.data.catalog import DataError, register_semseg
 from segkit.data.datasets.voc import image_size, read_split_list
 from segkit.data.hha import NYU_INTRINSICS, depth_to_hha
-from segkit.data.io import atomic_write, read_image, register_input_reader, register_label_map
+from segkit.data.io import read_image, register_input_reader, register_label_map
+from segkit.utils.fileio import atomic_write
 
 __all__ = ["NYUDV2_40_CLASSES", "NYUDV2_40_COLORS", "load_nyudv2", "read_depth", "read_hha", "nyud_camera"]
 
@@ -85,11 +86,10 @@ def read_hha(record) -> np.ndarray:
         return read_image(path, "RGB")
     hha = depth_to_hha(read_depth(record["depth_file_name"]), record["camera"])
 
-    def write(tmp: str) -> None:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(hha[:, :, ::-1])):
-            raise DataError(f"{path}: cannot write the HHA cache file.")
-
-    atomic_write(path, write)
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(hha[:, :, ::-1]))
+    if not ok:
+        raise DataError(f"{path}: cannot encode the HHA cache file.")
+    atomic_write(path, png.tobytes())
     return hha
 
 

@@ -21,7 +21,8 @@ from segkit.config.configurable import configurable
 from segkit.layers import ShapeSpec
 from segkit.modeling.backbone import build_backbone
 from segkit.modeling.heads import build_head
-from segkit.modeling.meta_arch.semantic_seg import _build_loss, upsample_logits
+from segkit.modeling.losses import build_loss
+from segkit.modeling.meta_arch.semantic_seg import upsample_logits
 from segkit.registry import META_ARCH_REGISTRY
 
 __all__ = ["LateFusionSegmentor", "fuse_branch_state_dicts"]
@@ -96,7 +97,7 @@ class LateFusionSegmentor(nn.Module):
             branches[name] = _Branch(backbone, build_head(cfg, backbone.output_shape()))
         return {
             "branches": branches,
-            "loss": _build_loss(cfg),
+            "loss": build_loss(cfg),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
             "num_classes": cfg.MODEL.NUM_CLASSES,

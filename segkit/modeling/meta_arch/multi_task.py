@@ -18,7 +18,8 @@ from torch import nn
 from segkit.config.configurable import configurable
 from segkit.modeling.backbone import build_backbone
 from segkit.modeling.heads import build_head
-from segkit.modeling.meta_arch.semantic_seg import SemanticSegmentor, _build_loss, upsample_logits
+from segkit.modeling.losses import build_loss
+from segkit.modeling.meta_arch.semantic_seg import SemanticSegmentor, upsample_logits
 from segkit.registry import META_ARCH_REGISTRY
 
 __all__ = ["MultiTaskSegmentor", "split_label_sets"]
@@ -96,11 +97,11 @@ class MultiTaskSegmentor(SemanticSegmentor):
         for s in sets:
             sub = _set_cfg(cfg, s["NUM_CLASSES"])
             heads[s["NAME"]] = build_head(sub, shapes)
-            losses[s["NAME"]] = _build_loss(sub)
+            losses[s["NAME"]] = build_loss(sub)
         return {
             "backbone": backbone,
             "head": build_head(cfg, shapes),
-            "loss": _build_loss(cfg),
+            "loss": build_loss(cfg),
             "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
             "pixel_std": list(cfg.MODEL.PIXEL_STD),
             "num_classes": cfg.MODEL.NUM_CLASSES,
