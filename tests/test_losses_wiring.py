@@ -462,3 +462,12 @@ def test_cells_at_the_border_are_cropped():
     a, _ = LossSampler(1 / 9, "fraction", cell_size=2, seed=0)(torch.zeros(1, 2, 5, 5), target, valid, valid.float())
     assert a.shape == (1, 5, 5) and set(a[a > 0].tolist()) == {9.0}
     assert int((a > 0).sum()) in (1, 2, 4)  # one cell: a corner, an edge or an inner cell
+
+
+def test_ohem_threshold_is_strict():
+    """"below thresh": a pixel whose true-class probability equals the threshold is not hard."""
+    logits = torch.zeros(1, 2, 1, 3)  # every pixel: p = 1/2 exactly
+    logits[0, 0, 0, 0] = -1.0  # p = sigmoid(-1) < 1/2
+    target = torch.zeros(1, 1, 3, dtype=torch.long)
+    keep = OhemSelector(thresh=0.5, min_kept=0).keep_mask(logits, target, torch.ones_like(target, dtype=torch.bool))
+    assert keep.tolist() == [[[True, False, False]]]
