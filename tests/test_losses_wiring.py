@@ -131,7 +131,7 @@ def _ohem_oracle(logits, target, thresh, min_kept):
     return mask
 
 
-@pytest.mark.parametrize("thresh, min_kept", [(0.05, 150), (0.05, 5), (0.01, 1), (0.3, 10), (0.7, 0), (1.0, 0), (0.2, 10**6)])
+@pytest.mark.parametrize("thresh, min_kept", [(0.05, 150), (0.05, 5), (1e-4, 1), (0.3, 10), (0.7, 0), (1.0, 0), (0.2, 10**6)])
 def test_ohem_keeps_what_sorting_the_valid_pixels_keeps(thresh, min_kept):
     # Many ignored pixels: if they took part in the ranking (filled with 0 instead of
     # +inf) fewer than min_kept valid pixels would be kept.
@@ -142,8 +142,8 @@ def test_ohem_keeps_what_sorting_the_valid_pixels_keeps(thresh, min_kept):
     keep = OhemSelector(thresh, min_kept).keep_mask(logits, safe, valid)
     expected = _ohem_oracle(logits, target, thresh, min_kept)
     assert torch.equal(keep, expected)
-    if min_kept == 150:
-        assert int(keep.sum()) == 150
+    if min_kept in (1, 150):  # nothing below the threshold: exactly min_kept
+        assert int(keep.sum()) == min_kept
     loss = CrossEntropy(selector=OhemSelector(thresh, min_kept))(logits, target)
     per_pixel = _per_pixel_ce(logits, target)
     assert loss.item() == pytest.approx(per_pixel[expected].mean().item(), rel=1e-5)
