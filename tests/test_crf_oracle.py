@@ -203,6 +203,8 @@ def test_cache_reuses_kernels_and_evicts_least_recently_used():
     assert len(crf_module._KERNEL_CACHE) == 2 and crf_module._KERNEL_CACHE.get(key) is kernel
     crf_module.set_kernel_cache_size(1)
     assert list(crf_module._KERNEL_CACHE) != [key] and len(crf_module._KERNEL_CACHE) == 1
+    dense_crf(image, probs, **BASE)  # a cache of one still caches
+    assert list(crf_module._KERNEL_CACHE) == [key]
     crf_module.set_kernel_cache_size(0)
     assert len(crf_module._KERNEL_CACHE) == 0
     dense_crf(image, probs, **BASE)
@@ -311,3 +313,12 @@ def test_batch_larger_than_the_image():
     out = dense_crf_batch(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs), CRFParams(**BASE))
     for i in range(3):
         np.testing.assert_allclose(out[i].numpy(), oracle(images[i], probs[i], **BASE), atol=0.02)
+
+
+@pytest.mark.parametrize("iterations", [1, 2])  # later iterations converge
+def test_each_iteration_counts(iterations):
+    image, probs, _ = scene(seed=13)
+    native = dense_crf(image, probs, **dict(BASE, iterations=iterations))
+    right = oracle(image, probs, **dict(BASE, iterations=iterations))
+    for wrong in (iterations - 1, iterations + 1):
+        assert _distance(native, right) < 0.5 * _distance(native, oracle(image, probs, **dict(BASE, iterations=wrong)))
