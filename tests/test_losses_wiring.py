@@ -471,3 +471,19 @@ def test_ohem_threshold_is_strict():
     target = torch.zeros(1, 1, 3, dtype=torch.long)
     keep = OhemSelector(thresh=0.5, min_kept=0).keep_mask(logits, target, torch.ones_like(target, dtype=torch.bool))
     assert keep.tolist() == [[[True, False, False]]]
+
+
+@pytest.mark.parametrize("mode", ["bernoulli", "fraction"])
+@pytest.mark.parametrize("cell_size", [1, 2])
+def test_balanced_sampling_with_an_entirely_ignored_image(mode, cell_size):
+    logits, target = _batch(seed=12, n=2, h=6, w=6, ignored=0.0)
+    target[1] = IGN  # the second image has no valid pixel (e.g. all padding)
+    target[0, :, :3] = 2  # and the first has no class 0 on its left half
+    valid = target != IGN
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    for seed in range(5):
+        a, z = LossSampler(0.5, mode, cell_size, balance=True, seed=seed)(logits, safe, valid, valid.float())
+        assert torch.isfinite(a).all() and torch.isfinite(z) and z.item() > 0
+        assert (a[1] == 0).all()
+    loss = CrossEntropy(selector=LossSampler(0.5, mode, cell_size, balance=True, seed=0))(logits, target)
+    assert torch.isfinite(loss) and loss.item() > 0
