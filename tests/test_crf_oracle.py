@@ -107,7 +107,7 @@ def test_native_matches_the_brute_force_mean_field():
 
 @pytest.mark.parametrize(
     "name, value",
-    [("w1", 8.0), ("w1", 0.0), ("theta_alpha", 2.5), ("theta_beta", 6.0), ("theta_beta", 200.0), ("w2", 6.0), ("w2", 0.0),
+    [("w1", 8.0), ("w1", 1.0), ("w1", 0.0), ("theta_alpha", 2.5), ("theta_beta", 6.0), ("theta_beta", 200.0), ("w2", 6.0), ("w2", 1.0), ("w2", 0.0),
      ("theta_gamma", 4.0), ("iterations", 1), ("iterations", 6)],
 )
 def test_each_parameter_acts_as_in_the_brute_force_model(name, value):
@@ -118,6 +118,9 @@ def test_each_parameter_acts_as_in_the_brute_force_model(name, value):
     right, wrong = oracle(image, probs, **changed), oracle(image, probs, **BASE)
     assert _distance(right, wrong) > 0.01  # the change matters at all on this scene
     assert _distance(native, right) < 0.5 * _distance(native, wrong)
+    if name in ("w1", "w2") and value > 0:  # a small weight still counts
+        without = oracle(image, probs, **dict(changed, **{name: 0.0}))
+        assert _distance(native, right) < 0.5 * _distance(native, without)
 
 
 def test_zero_iterations_and_zero_weights_give_the_floored_softmax():
@@ -203,6 +206,8 @@ def test_cache_reuses_kernels_and_evicts_least_recently_used():
     assert len(crf_module._KERNEL_CACHE) == 2 and crf_module._KERNEL_CACHE.get(key) is kernel
     crf_module.set_kernel_cache_size(1)
     assert list(crf_module._KERNEL_CACHE) != [key] and len(crf_module._KERNEL_CACHE) == 1
+    dense_crf(image, probs, **BASE)  # a cache of one still caches
+    assert list(crf_module._KERNEL_CACHE) == [key]
     crf_module.set_kernel_cache_size(0)
     assert len(crf_module._KERNEL_CACHE) == 0
     dense_crf(image, probs, **BASE)
@@ -311,3 +316,30 @@ def test_batch_larger_than_the_image():
     out = dense_crf_batch(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs), CRFParams(**BASE))
     for i in range(3):
         np.testing.assert_allclose(out[i].numpy(), oracle(images[i], probs[i], **BASE), atol=0.02)
+
+
+@pytest.mark.parametrize("iterations", [1, 2])  # later iterations converge
+def test_each_iteration_counts(iterations):
+    image, probs, _ = scene(seed=13)
+    native = dense_crf(image, probs, **dict(BASE, iterations=iterations))
+    right = oracle(image, probs, **dict(BASE, iterations=iterations))
+    for wrong in (iterations - 1, iterations + 1):
+        assert _distance(native, right) < 0.5 * _distance(native, oracle(image, probs, **dict(BASE, iterations=wrong)))
+
+
+try:
+    import pydensecrf.densecrf  # noqa: F401
+    HAVE_PYDENSECRF = True
+except ImportError:
+    HAVE_PYDENSECRF = False
+
+
+@pytest.mark.skipif(not HAVE_PYDENSECRF, reason="the pydensecrf reference is not installed")
+@pytest.mark.parametrize("weights", [dict(w1=1.0, w2=1.0), dict(w1=0.5, w2=0.0), dict(w1=0.0, w2=0.5)])
+def test_reference_backend_with_small_weights(weights):
+    """The pydensecrf backend uses kernels of any positive weight (and none of weight 0)."""
+    image, probs, _ = scene(seed=14)
+    params = dict(BASE, **weights)
+    ref = dense_crf(image, probs, backend="pydensecrf", **params)
+    assert _distance(ref, dense_crf(image, probs, **params)) < 0.002
+    assert _distance(ref, oracle(image, probs, **params)) < 0.01

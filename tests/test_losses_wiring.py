@@ -131,7 +131,7 @@ def _ohem_oracle(logits, target, thresh, min_kept):
     return mask
 
 
-@pytest.mark.parametrize("thresh, min_kept", [(0.05, 150), (0.05, 5), (0.3, 10), (0.7, 0), (1.0, 0), (0.2, 10**6)])
+@pytest.mark.parametrize("thresh, min_kept", [(0.05, 150), (0.05, 5), (1e-4, 1), (0.3, 10), (0.7, 0), (1.0, 0), (0.2, 10**6)])
 def test_ohem_keeps_what_sorting_the_valid_pixels_keeps(thresh, min_kept):
     # Many ignored pixels: if they took part in the ranking (filled with 0 instead of
     # +inf) fewer than min_kept valid pixels would be kept.
@@ -142,8 +142,8 @@ def test_ohem_keeps_what_sorting_the_valid_pixels_keeps(thresh, min_kept):
     keep = OhemSelector(thresh, min_kept).keep_mask(logits, safe, valid)
     expected = _ohem_oracle(logits, target, thresh, min_kept)
     assert torch.equal(keep, expected)
-    if min_kept == 150:
-        assert int(keep.sum()) == 150
+    if min_kept in (1, 150):  # nothing below the threshold: exactly min_kept
+        assert int(keep.sum()) == min_kept
     loss = CrossEntropy(selector=OhemSelector(thresh, min_kept))(logits, target)
     per_pixel = _per_pixel_ce(logits, target)
     assert loss.item() == pytest.approx(per_pixel[expected].mean().item(), rel=1e-5)
@@ -462,3 +462,28 @@ def test_cells_at_the_border_are_cropped():
     a, _ = LossSampler(1 / 9, "fraction", cell_size=2, seed=0)(torch.zeros(1, 2, 5, 5), target, valid, valid.float())
     assert a.shape == (1, 5, 5) and set(a[a > 0].tolist()) == {9.0}
     assert int((a > 0).sum()) in (1, 2, 4)  # one cell: a corner, an edge or an inner cell
+
+
+def test_ohem_threshold_is_strict():
+    """"below thresh": a pixel whose true-class probability equals the threshold is not hard."""
+    logits = torch.zeros(1, 2, 1, 3)  # every pixel: p = 1/2 exactly
+    logits[0, 0, 0, 0] = -1.0  # p = sigmoid(-1) < 1/2
+    target = torch.zeros(1, 1, 3, dtype=torch.long)
+    keep = OhemSelector(thresh=0.5, min_kept=0).keep_mask(logits, target, torch.ones_like(target, dtype=torch.bool))
+    assert keep.tolist() == [[[True, False, False]]]
+
+
+@pytest.mark.parametrize("mode", ["bernoulli", "fraction"])
+@pytest.mark.parametrize("cell_size", [1, 2])
+def test_balanced_sampling_with_an_entirely_ignored_image(mode, cell_size):
+    logits, target = _batch(seed=12, n=2, h=6, w=6, ignored=0.0)
+    target[1] = IGN  # the second image has no valid pixel (e.g. all padding)
+    target[0, :, :3] = 2  # and the first has no class 0 on its left half
+    valid = target != IGN
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    for seed in range(5):
+        a, z = LossSampler(0.5, mode, cell_size, balance=True, seed=seed)(logits, safe, valid, valid.float())
+        assert torch.isfinite(a).all() and torch.isfinite(z) and z.item() > 0
+        assert (a[1] == 0).all()
+    loss = CrossEntropy(selector=LossSampler(0.5, mode, cell_size, balance=True, seed=0))(logits, target)
+    assert torch.isfinite(loss) and loss.item() > 0
