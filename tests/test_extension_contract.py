@@ -344,6 +344,8 @@ def test_every_tool_loads_its_config_through_the_one_entry_point():
     tools = [f for f in os.listdir(os.path.join(ROOT, "tools")) if f.endswith(".py")]
     for tool in tools:
         src = open(os.path.join(ROOT, "tools", tool), encoding="utf-8").read()
+        if f"from segkit.tools.{tool[:-3]} import" in src:  # a thin wrapper of the installed tool
+            src = open(os.path.join(ROOT, "segkit", "tools", tool), encoding="utf-8").read()
         assert ("load_config(" in src or "segkit.engine.defaults import main" in src
                 or "from segkit.cli import main" in src), tool
 

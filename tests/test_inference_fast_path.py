@@ -97,3 +97,31 @@ def test_predictor_threads_follow_the_policy_and_the_config_key(setup):
         before = torch.get_num_threads()
         pred(image)
         assert seen == [expected] and torch.get_num_threads() == before
+
+
+def test_batchnorm_subclasses_that_do_more_are_not_folded():
+    # timm's BatchNormAct2d is a BatchNorm2d subclass that also applies its activation:
+    # folding it into the convolution would drop the activation.
+    from torch import nn
+
+    from segkit.modeling.optimize import optimize_for_inference
+
+    class BatchNormReLU(nn.BatchNorm2d):
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), BatchNormReLU(4), nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(2, 3, 8, 8)
+    expected = model(x)
+    assert torch.relu(model[1](model[0](x))).min() >= 0 and (model[1](model[0](x)) == 0).any()
+    assert not is_batchnorm(model[1]) and is_batchnorm(model[3])
+    fast = optimize_for_inference(model, inplace=False)
+    torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+    assert isinstance(fast[1], BatchNormReLU)  # kept, with its activation

@@ -45,7 +45,9 @@ def is_batchnorm(module: nn.Module) -> bool:
     per channel with stored statistics: ``nn.BatchNorm2d``, ``nn.SyncBatchNorm`` (in
     eval mode) and FrozenBatchNorm2d (torchvision's, detectron2's).
     """
-    if isinstance(module, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+    # Exact types only: a subclass may do more in its forward (timm's BatchNormAct2d
+    # applies its activation there), which folding would silently drop.
+    if type(module) in (nn.BatchNorm2d, nn.SyncBatchNorm):
         return module.track_running_stats and module.running_mean is not None
     return type(module).__name__ == "FrozenBatchNorm2d" and all(
         hasattr(module, a) for a in ("weight", "bias", "running_mean", "running_var")
