@@ -159,11 +159,22 @@ def _generate(p: FashionScenesParams, split: str, out: str, workers: int) -> Non
     n = p.count(split)
     chunk = max(1, -(-n // (4 * max(1, workers))))
     jobs = [(p, split, s, min(n, s + chunk), out) for s in range(0, n, chunk)]
-    if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            ids = [i for part in pool.map(_write_scenes, jobs) for i in part]
-    else:
-        ids = [i for job in jobs for i in _write_scenes(job)]
+    from tqdm import tqdm
+
+    # A progress bar (in scenes) on first use: generating 10,000 scenes takes about a minute.
+    bar = tqdm(total=n, desc=f"FashionScenes {split}: generating scenes", unit="scene", mininterval=1.0)
+    ids = []
+    with bar:
+        if workers > 1 and len(jobs) > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                for part in pool.map(_write_scenes, jobs):
+                    ids.extend(part)
+                    bar.update(len(part))
+        else:
+            for job in jobs:
+                part = _write_scenes(job)
+                ids.extend(part)
+                bar.update(len(part))
     with open(os.path.join(out, "ImageSets", "Segmentation", f"{split}.txt"), "w") as f:
         f.write("\n".join(ids) + "\n")
     with open(os.path.join(out, "fashion_scenes.json"), "w") as f:
