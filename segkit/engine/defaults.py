@@ -393,4 +393,8 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
         return DefaultTrainer.test(cfg, model)
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    if trainer.start_iter == 0:  # a fresh run, not a resumed one
+        from segkit.engine.pretrain import maybe_pretrain
+
+        maybe_pretrain(cfg, trainer.model)
     return trainer.train()
