@@ -138,7 +138,8 @@ def pretrain_backbone_classify(cfg, model: nn.Module, output_dir: Optional[str] 
         sampler: the crop source (default: :class:`GarmentCropSampler` from the config).
 
     Returns:
-        ``{"loss": ..., "accuracy": ..., "seconds": ...}`` over the last 10% of iterations.
+        ``{"loss", "accuracy"}`` over the last 10% of iterations, ``"seconds"`` (wall) and
+        ``"cpu_seconds"`` (this process, all threads) of the stage.
     """
     from segkit.engine.checkpoint import unwrap_model
 
@@ -162,7 +163,7 @@ def pretrain_backbone_classify(cfg, model: nn.Module, output_dir: Optional[str] 
         optimizer, lambda i: (i + 1) / warm if i < warm else 0.5 * (1 + np.cos(np.pi * (i - warm) / max(1, iters - warm))))
     was_training = model.training
     classifier.train()
-    t0, tail, losses, correct, seen = time.perf_counter(), max(1, iters // 10), [], 0, 0
+    t0, c0, tail, losses, correct, seen = time.perf_counter(), time.process_time(), max(1, iters // 10), [], 0, 0
     logger.info("Classification pretraining of the backbone ('%s' features): %d iterations x %d crops of %d px",
                 classifier.feature, iters, int(c.IMS_PER_BATCH), sampler.size)
     for it in range(iters):
@@ -182,9 +183,10 @@ def pretrain_backbone_classify(cfg, model: nn.Module, output_dir: Optional[str] 
             logger.info("pretrain iter %d/%d  loss %.3f  lr %.2e", it + 1, iters, loss.item(),
                         optimizer.param_groups[0]["lr"])
     model.train(was_training)
-    stats = {"loss": float(np.mean(losses)), "accuracy": correct / max(1, seen), "seconds": time.perf_counter() - t0}
-    logger.info("Classification pretraining done in %.0f s: loss %.3f, train accuracy %.3f (last %d iterations)",
-                stats["seconds"], stats["loss"], stats["accuracy"], tail)
+    stats = {"loss": float(np.mean(losses)), "accuracy": correct / max(1, seen), "seconds": time.perf_counter() - t0,
+             "cpu_seconds": time.process_time() - c0}
+    logger.info("Classification pretraining done in %.0f s (%.0f CPU s): loss %.3f, train accuracy %.3f "
+                "(last %d iterations)", stats["seconds"], stats["cpu_seconds"], stats["loss"], stats["accuracy"], tail)
     if output_dir:
         os.makedirs(output_dir, exist_ok=True)
         path = os.path.join(output_dir, "pretrain_classify_backbone.pth")
