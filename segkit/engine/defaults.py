@@ -147,6 +147,10 @@ class DefaultTrainer(TrainerBase):
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg)
+        if cfg.SOLVER.CHANNELS_LAST:
+            from segkit.modeling.optimize import to_channels_last
+
+            to_channels_last(model)
         self.optimizer = self.build_optimizer(cfg, model)
         self.model = self._wrap_ddp(model)
         amp_dtype = resolve_amp_dtype(cfg.SOLVER.AMP.DTYPE, self.device) if cfg.SOLVER.AMP.ENABLED else None
