@@ -306,8 +306,7 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
 # Keep only the last N periodic checkpoints (0 = keep all); model_final and model_best are never deleted.
 _C.SOLVER.MAX_TO_KEEP = 3
-# Train in the channels-last (NHWC) memory format: fewer CPU seconds per step with oneDNN
-# (14% for main.yaml's model on an AVX-512 CPU, docs/engine.md); same weights and checkpoints.
+# Train in the channels-last (NHWC) memory format: fewer CPU seconds per step (docs/engine.md).
 _C.SOLVER.CHANNELS_LAST = False
 # Micro-batches accumulated per optimizer step; each holds IMS_PER_BATCH / ACCUM_STEPS images.
 _C.SOLVER.ACCUM_STEPS = 1
