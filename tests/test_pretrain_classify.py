@@ -99,6 +99,8 @@ def _run_main(tmp_path, monkeypatch, extra, resume=False):
     from segkit.engine.defaults import DefaultTrainer, main
 
     monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    # The run points the built-in fashion_scenes_* at its tiny scene counts: restore them afterwards.
+    monkeypatch.setattr(fs._BUILTIN, "params", fs._BUILTIN.params)
     seen = {}
     real_train = DefaultTrainer.train
 
