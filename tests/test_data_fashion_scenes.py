@@ -92,3 +92,11 @@ def test_default_names_follow_config_and_train_through_voc_reader(tmp_path, monk
 def test_small_canvases_clamp_garments():
     img, mask = compose_scene(FashionScenesParams(size=48), "train", 1)
     assert img.shape == (48, 48, 3) and mask.max() <= 10
+
+
+def test_generation_shows_a_progress_bar_counting_every_scene(tmp_path, capsys):
+    materialize_fashion_scenes(SMALL, "val", str(tmp_path), workers=1)
+    err = capsys.readouterr().err
+    assert "FashionScenes val: generating scenes" in err and "4/4" in err
+    materialize_fashion_scenes(SMALL, "val", str(tmp_path), workers=1)  # cached: no bar
+    assert "generating scenes" not in capsys.readouterr().err

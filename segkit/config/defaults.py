@@ -51,6 +51,24 @@ _C.MODEL.BACKBONE.PRETRAINED = ""
 # Freeze the stem and the first N stages (0 = train everything).
 _C.MODEL.BACKBONE.FREEZE_AT = 0
 
+# Stages that train the backbone before segmentation training (segkit/engine/pretrain.py).
+_C.MODEL.PRETRAIN = CN()
+_C.MODEL.PRETRAIN.CLASSIFY = CN()
+# Classify the embedded Fashion-MNIST train garments first (FCN sec. 3.1); runs when training starts at iteration 0.
+_C.MODEL.PRETRAIN.CLASSIFY.ENABLED = False
+# Classification iterations (optimizer steps).
+_C.MODEL.PRETRAIN.CLASSIFY.ITERS = 1000
+# Garment crops per iteration.
+_C.MODEL.PRETRAIN.CLASSIFY.IMS_PER_BATCH = 64
+# AdamW peak learning rate (linear warm-up over 5% of ITERS, then cosine decay to 0).
+_C.MODEL.PRETRAIN.CLASSIFY.BASE_LR = 0.002
+# AdamW weight decay.
+_C.MODEL.PRETRAIN.CLASSIFY.WEIGHT_DECAY = 0.0001
+# Side of a square crop in pixels.
+_C.MODEL.PRETRAIN.CLASSIFY.SIZE = 32
+# (min, max) garment side as a fraction of the crop side.
+_C.MODEL.PRETRAIN.CLASSIFY.SCALE_RANGE = [0.6, 1.0]
+
 _C.MODEL.HEAD = CN()
 # Name in HEAD_REGISTRY.
 _C.MODEL.HEAD.NAME = "FCNHead"
@@ -313,6 +331,8 @@ _C.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
 # Keep only the last N periodic checkpoints (0 = keep all); model_final and model_best are never deleted.
 _C.SOLVER.MAX_TO_KEEP = 3
+# Train in the channels-last (NHWC) memory format: fewer CPU seconds per step (docs/engine.md).
+_C.SOLVER.CHANNELS_LAST = False
 # Micro-batches accumulated per optimizer step; each holds IMS_PER_BATCH / ACCUM_STEPS images.
 _C.SOLVER.ACCUM_STEPS = 1
 # Print the progress line and write metrics every N iterations.

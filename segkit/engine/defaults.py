@@ -183,6 +183,10 @@ class DefaultTrainer(TrainerBase):
         self.cfg = cfg
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg)
+        if cfg.SOLVER.CHANNELS_LAST:
+            from segkit.modeling.optimize import to_channels_last
+
+            to_channels_last(model)
         self.optimizer = self.build_optimizer(cfg, model)
         self.model = self._wrap_ddp(model)
         amp_dtype = resolve_amp_dtype(cfg.SOLVER.AMP.DTYPE, self.device) if cfg.SOLVER.AMP.ENABLED else None
@@ -500,4 +504,8 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
         return DefaultTrainer.test(cfg, pipeline.model, save_predictions=getattr(args, "save_predictions", None))
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    if trainer.start_iter == 0:  # a fresh run, not a resumed one
+        from segkit.engine.pretrain import maybe_pretrain
+
+        maybe_pretrain(cfg, trainer.model)
     return trainer.train()

@@ -162,8 +162,8 @@ def _generate(p: FashionScenesParams, split: str, out: str, workers: int) -> Non
     # Small chunks so that the progress bar moves; each scene depends on its index only.
     chunk = max(1, min(-(-n // (4 * max(1, workers))), 100))
     jobs = [(p, split, s, min(n, s + chunk), out) for s in range(0, n, chunk)]
-    bar = tqdm(total=n, desc=f"FashionScenes: generating {split} scenes (first use only)", unit="img",
-               disable=n < 500)
+    # A progress bar (in scenes) on first use: generating 10,000 scenes takes about a minute.
+    bar = tqdm(total=n, desc=f"FashionScenes {split}: generating scenes", unit="scene", mininterval=1.0)
     ids = []
     with bar:
         if workers > 1 and len(jobs) > 1:
