@@ -247,6 +247,8 @@ def test_post_processor_keeps_its_worker_pool():
     assert not torch.equal(first[0], first[1])
     crf.close()
     assert crf._executor is None
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(int)  # the old pool was shut down, not just forgotten
 
 
 def test_tiled_lattice_filter_equals_filtering_each_copy():

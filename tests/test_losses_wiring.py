@@ -487,3 +487,13 @@ def test_balanced_sampling_with_an_entirely_ignored_image(mode, cell_size):
         assert (a[1] == 0).all()
     loss = CrossEntropy(selector=LossSampler(0.5, mode, cell_size, balance=True, seed=0))(logits, target)
     assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_class_weights_of_any_numeric_type_become_float32():
+    logits, target = _batch(seed=13)
+    expected = CrossEntropy(class_weight=[1.0, 2.0, 3.0])(logits, target)
+    for weights in ([1, 2, 3], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor([1, 2, 3])):
+        loss = CrossEntropy(class_weight=weights)
+        assert loss.class_weight.dtype == torch.float32
+        assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert "class_weight=[0.1235, 2.0]" in repr(CrossEntropy(class_weight=[0.123456, 2.0]))
