@@ -497,3 +497,12 @@ def test_class_weights_of_any_numeric_type_become_float32():
         assert loss.class_weight.dtype == torch.float32
         assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
     assert "class_weight=[0.1235, 2.0]" in repr(CrossEntropy(class_weight=[0.123456, 2.0]))
+
+
+@pytest.mark.parametrize("make", [lambda: Focal(), lambda: CrossEntropy(selector=OhemSelector(0.7, 1))], ids=["focal", "ohem"])
+def test_generic_path_checks_its_inputs(make):
+    logits, target = _batch(seed=14, n=2)
+    with pytest.raises(ValueError, match="differ in batch or spatial size"):
+        make()(logits, target[:1])
+    with pytest.raises(TypeError, match="integer class labels"):
+        make()(logits, target.float())
