@@ -506,3 +506,10 @@ def test_generic_path_checks_its_inputs(make):
         make()(logits, target[:1])
     with pytest.raises(TypeError, match="integer class labels"):
         make()(logits, target.float())
+
+
+def test_fraction_sampling_keeps_at_least_one_cell_per_image():
+    logits, target = _batch(seed=15, n=2, h=8, w=8, ignored=0.0)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    a, z = LossSampler(0.001, "fraction", seed=0)(logits, target, valid, valid.float())  # round(0.064) = 0
+    assert (a > 0).flatten(1).sum(1).tolist() == [1, 1] and set(a[a > 0].tolist()) == {64.0}
