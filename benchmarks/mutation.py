@@ -446,6 +446,10 @@ def run_tests(copy_root: str, tests: Sequence[str], timeout: float, quiet: bool 
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
+            try:  # leftovers of the run (e.g. a worker pool a mutant never shut down)
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             code = os.waitstatus_to_exitcode(status)
             # pytest: 1 tests failed, 2 collection error (the mutant broke an import); 3-5 are
             # problems of the run itself (internal error, usage, nothing collected): not a kill.
