@@ -71,7 +71,7 @@ class Mutant:
     index: int
     line: int
     description: str
-    status: str = "?"  # killed | survived | timeout | equivalent
+    status: str = "?"  # killed | survived | timeout | equivalent | error
     seconds: float = 0.0
 
     @property
@@ -446,8 +446,15 @@ def run_tests(copy_root: str, tests: Sequence[str], timeout: float, quiet: bool 
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
+            try:  # leftovers of the run (e.g. a worker pool a mutant never shut down)
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
             code = os.waitstatus_to_exitcode(status)
-            return ("passed" if code == 0 else "failed"), time.monotonic() - start
+            # pytest: 1 tests failed, 2 collection error (the mutant broke an import); 3-5 are
+            # problems of the run itself (internal error, usage, nothing collected): not a kill.
+            status = {0: "passed", 3: "error", 4: "error", 5: "error"}.get(code, "failed")
+            return status, time.monotonic() - start
         if time.monotonic() > deadline:
             try:
                 os.killpg(pid, signal.SIGKILL)  # the child and anything it started
@@ -521,6 +528,9 @@ def run_module(module: str, copy_root: str, args, equivalent: Dict[str, str]) ->
                 m.status = "equivalent" if m.key in equivalent else "survived"
                 if not selected and m.status == "survived":
                     m.description += " (no test reaches it)"
+            elif result == "error":
+                m.status = "error"
+                print(f"  [error: the tests could not run] {m.key}", flush=True)
             else:
                 m.status = "killed" if result == "failed" else "timeout"
             if args.verbose or m.status == "survived":
@@ -532,10 +542,10 @@ def run_module(module: str, copy_root: str, args, equivalent: Dict[str, str]) ->
 
 
 def score(mutants: Sequence[Mutant]) -> Tuple[int, int, int]:
-    """(killed incl. timeouts, equivalent, total)."""
+    """(killed incl. timeouts, equivalent, total); runs that errored are left out of the total."""
     killed = sum(m.status in ("killed", "timeout") for m in mutants)
     equiv = sum(m.status == "equivalent" for m in mutants)
-    return killed, equiv, len(mutants)
+    return killed, equiv, sum(m.status != "error" for m in mutants)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

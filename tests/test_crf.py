@@ -253,6 +253,18 @@ def test_post_processor_keeps_its_worker_pool():
     assert not torch.equal(first[0], first[1])
     crf.close()
     assert crf._executor is None
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(int)  # the old pool was shut down, not just forgotten
+    # A post-processor dropped without close() shuts its pool down when collected.
+    import gc
+
+    crf = DenseCRF(CRFParams(iterations=1), backend="pydensecrf", num_workers=2)
+    crf(p, images)
+    pool = crf._executor
+    del crf
+    gc.collect()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(int)
 
 
 def test_tiled_lattice_filter_equals_filtering_each_copy():

@@ -487,3 +487,29 @@ def test_balanced_sampling_with_an_entirely_ignored_image(mode, cell_size):
         assert (a[1] == 0).all()
     loss = CrossEntropy(selector=LossSampler(0.5, mode, cell_size, balance=True, seed=0))(logits, target)
     assert torch.isfinite(loss) and loss.item() > 0
+
+
+def test_class_weights_of_any_numeric_type_become_float32():
+    logits, target = _batch(seed=13)
+    expected = CrossEntropy(class_weight=[1.0, 2.0, 3.0])(logits, target)
+    for weights in ([1, 2, 3], torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), torch.tensor([1, 2, 3])):
+        loss = CrossEntropy(class_weight=weights)
+        assert loss.class_weight.dtype == torch.float32
+        assert loss(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert "class_weight=[0.1235, 2.0]" in repr(CrossEntropy(class_weight=[0.123456, 2.0]))
+
+
+@pytest.mark.parametrize("make", [lambda: Focal(), lambda: CrossEntropy(selector=OhemSelector(0.7, 1))], ids=["focal", "ohem"])
+def test_generic_path_checks_its_inputs(make):
+    logits, target = _batch(seed=14, n=2)
+    with pytest.raises(ValueError, match="differ in batch or spatial size"):
+        make()(logits, target[:1])
+    with pytest.raises(TypeError, match="integer class labels"):
+        make()(logits, target.float())
+
+
+def test_fraction_sampling_keeps_at_least_one_cell_per_image():
+    logits, target = _batch(seed=15, n=2, h=8, w=8, ignored=0.0)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    a, z = LossSampler(0.001, "fraction", seed=0)(logits, target, valid, valid.float())  # round(0.064) = 0
+    assert (a > 0).flatten(1).sum(1).tolist() == [1, 1] and set(a[a > 0].tolist()) == {64.0}
