@@ -13,24 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segkit.config import get_cfg
 from segkit.modeling.losses import CrossEntropy, Focal, LossSampler, OhemSelector, build_loss
 from segkit.modeling.losses.pixel_wise import build_selector, check_inputs
 from segkit.registry import LOSS_REGISTRY
 
-IGN = 255
-
-
-def _cfg(num_classes=3, **loss):
-    cfg = get_cfg()
-    cfg.MODEL.NUM_CLASSES = num_classes
-    for k, v in loss.items():
-        node = cfg.MODEL.LOSS
-        *parents, leaf = k.split("__")
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return cfg
+from test_losses import IGN, _cfg  # noqa: E402 - the same config helper as the loss tests
 
 
 def _batch(seed=0, n=2, k=3, h=10, w=12, ignored=0.3):
