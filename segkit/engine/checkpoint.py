@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from segkit.engine.comm import all_gather_object
 from segkit.utils.fileio import UnreadableFileError, atomic_write, clean_stale_temporaries, load_torch_file
 
 __all__ = [
@@ -240,7 +241,6 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 def resume_state(iteration: int, accum_steps: int = 1) -> Dict[str, Any]:
     """What a checkpoint written after step ``iteration`` needs beyond model/optimizer/scheduler
     for an exact resume (the writing half of the resume format)."""
-    from segkit.engine.comm import all_gather_object
 
     return {
         "iteration": int(iteration),

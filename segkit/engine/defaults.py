@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+import datetime
+import glob
 import logging
 import os
 import random
@@ -33,13 +35,18 @@ from segkit.engine.checkpoint import (
     unwrap_model,
 )
 from segkit.engine.comm import all_gather_object, get_local_rank, get_rank, get_world_size, is_main_process, synchronize
-from segkit.engine.events import ConsolePrinter, JSONWriter, TensorboardWriter
+from segkit.engine.events import ConsolePrinter, JSONWriter, TensorboardWriter, get_event_storage
 from segkit.engine.inference_pipeline import build_inference_pipeline
-from segkit.engine.visualization import save_evaluation_pictures
+from segkit.engine.prediction_writer import PredictionWriter
+from segkit.engine.pretrain import maybe_pretrain
 from segkit.engine.train_loop import SimpleTrainer, TrainerBase, resolve_amp_dtype
+from segkit.engine.visualization import save_evaluation_pictures
 from segkit.evaluation import inference_on_dataset, postprocessed_key
+from segkit.evaluation.sem_seg_evaluation import build_evaluator
 from segkit.modeling import build_model
 from segkit.modeling.losses import class_stats_file
+from segkit.modeling.optimize import to_channels_last
+from segkit.postprocess import build_postprocessor_chain
 from segkit.solver import build_lr_scheduler, build_optimizer, clip_gradients
 from segkit.utils.device import resolve_device
 from segkit.utils.visualize import default_palette
@@ -133,7 +140,6 @@ def default_setup(cfg: CfgNode, args: argparse.Namespace) -> CfgNode:
     if not getattr(args, "resume", False) and not getattr(args, "eval_only", False):
         if is_main_process():
             move_previous_run_aside(cfg.OUTPUT_DIR)
-        from segkit.engine.comm import synchronize
 
         synchronize()
     was_frozen = cfg.is_frozen()
@@ -184,7 +190,6 @@ class DefaultTrainer(TrainerBase):
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg)
         if cfg.SOLVER.CHANNELS_LAST:
-            from segkit.modeling.optimize import to_channels_last
 
             to_channels_last(model)
         self.optimizer = self.build_optimizer(cfg, model)
@@ -247,7 +252,6 @@ class DefaultTrainer(TrainerBase):
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_dir: Optional[str] = None):
         output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference")
-        from segkit.evaluation.sem_seg_evaluation import build_evaluator
 
         return build_evaluator(cfg, dataset_name, output_dir)
 
@@ -362,7 +366,6 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def _prediction_writer(cls, cfg: CfgNode, evaluator, folder: str):
-        from segkit.engine.prediction_writer import PredictionWriter
 
         _, palette, _ = dataset_classes(cfg, [evaluator.dataset_name])
         return PredictionWriter(evaluator, folder, palette or default_palette(evaluator.num_classes))
@@ -381,7 +384,6 @@ def check_evaluation_setup(cfg: CfgNode) -> None:
     iteration (the error names the config key)."""
     if not (cfg.TEST.EVAL_POSTPROCESS and list(cfg.POSTPROCESS.CHAIN)):
         return
-    from segkit.postprocess import build_postprocessor_chain
 
     chain = build_postprocessor_chain(cfg)
     for step in chain.steps:
@@ -391,7 +393,6 @@ def check_evaluation_setup(cfg: CfgNode) -> None:
 
 def _stamp_iteration(evaluator) -> None:
     """Tell the evaluator which training iteration it evaluates (written into its JSON)."""
-    from segkit.engine.events import get_event_storage
 
     try:
         evaluator.iteration = int(get_event_storage().iter)
@@ -409,7 +410,6 @@ def previous_run_files(output_dir: str) -> List[str]:
 
     Only a folder holding a checkpoint (or ``last_checkpoint``) counts as holding a run.
     """
-    import glob
 
     pattern = lambda p: glob.glob(os.path.join(glob.escape(output_dir), p))  # noqa: E731
     if not (pattern("model_*.pth") or os.path.isfile(os.path.join(output_dir, LAST_CHECKPOINT_FILE))):
@@ -422,7 +422,6 @@ def move_previous_run_aside(output_dir: str) -> Optional[str]:
     """Move an earlier run's files (see :func:`previous_run_files`) into
     ``<output_dir>/previous_runs/<UTC time>/``, so a new run neither mixes with nor
     deletes them. Returns that folder, or None when there was nothing to move."""
-    import datetime
 
     files = previous_run_files(output_dir)
     if not files:
@@ -505,7 +504,6 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if trainer.start_iter == 0:  # a fresh run, not a resumed one
-        from segkit.engine.pretrain import maybe_pretrain
 
         maybe_pretrain(cfg, trainer.model)
     return trainer.train()

@@ -19,6 +19,7 @@ from segkit.config.configurable import build_component, configurable
 from segkit.engine.checkpoint import Checkpointer, resume_state
 from segkit.engine.comm import is_main_process
 from segkit.engine.train_loop import HookBase
+from segkit.engine.visualization import save_training_curves
 from segkit.registry import HOOK_REGISTRY
 from segkit.utils.fileio import atomic_write
 
@@ -216,7 +217,6 @@ class TrainingCurves(HookBase):
     def after_train(self) -> None:
         if not is_main_process() or not os.path.isfile(self.metrics_file):
             return
-        from segkit.engine.visualization import save_training_curves
 
         paths = save_training_curves(self.metrics_file, self.out_dir, self.metric_names)
         logger.info("Saved curves: %s", ", ".join(paths))

@@ -22,6 +22,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from segkit.engine.comm import is_main_process
+from segkit.engine.visualization import to_rgb
+from segkit.utils.visualize import overlay, save_label_png
+
 __all__ = ["PredictionWriter", "per_image_iou"]
 
 
@@ -91,8 +95,6 @@ class PredictionWriter:
     def _write_one(self, key: str, i: int, record: Mapping[str, Any], labels: np.ndarray, inputs) -> None:
         from PIL import Image
 
-        from segkit.engine.visualization import to_rgb
-        from segkit.utils.visualize import overlay, save_label_png
 
         h = int(record.get("height", labels.shape[0]))
         w = int(record.get("width", labels.shape[1]))
@@ -116,7 +118,6 @@ class PredictionWriter:
 
     def write_table(self) -> Optional[str]:
         """Write ``per_image_iou.csv`` (main process only: each process writes its own images)."""
-        from segkit.engine.comm import is_main_process
 
         if not is_main_process():
             return None

@@ -28,8 +28,13 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from segkit.data.datasets.fashion_scenes import _garments
+from segkit.engine.checkpoint import unwrap_model
+from segkit.engine.comm import get_world_size, is_main_process
 
 __all__ = ["GarmentCropSampler", "BackboneClassifier", "pretrain_backbone_classify", "maybe_pretrain"]
 
@@ -65,7 +70,6 @@ class GarmentCropSampler:
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"MODEL.PRETRAIN.CLASSIFY.SCALE_RANGE must satisfy 0 < min <= max <= 1, got {scale_range}.")
         if garments is None:
-            from segkit.data.datasets.fashion_scenes import _garments
 
             garments = _garments()["train"]  # never the val scenes' source garments
         images, labels = garments
@@ -141,7 +145,6 @@ def pretrain_backbone_classify(cfg, model: nn.Module, output_dir: Optional[str] 
         ``{"loss", "accuracy"}`` over the last 10% of iterations, ``"seconds"`` (wall) and
         ``"cpu_seconds"`` (this process, all threads) of the stage.
     """
-    from segkit.engine.checkpoint import unwrap_model
 
     c = cfg.MODEL.PRETRAIN.CLASSIFY
     model = unwrap_model(model)
@@ -204,14 +207,11 @@ def maybe_pretrain(cfg, model: nn.Module) -> Optional[Dict[str, float]]:
     """
     if not cfg.MODEL.PRETRAIN.CLASSIFY.ENABLED:
         return None
-    from segkit.engine.checkpoint import unwrap_model
-    from segkit.engine.comm import get_world_size, is_main_process
 
     stats = None
     if is_main_process():
         stats = pretrain_backbone_classify(cfg, model, cfg.OUTPUT_DIR)
     if get_world_size() > 1:
-        import torch.distributed as dist
 
         for t in unwrap_model(model).backbone.state_dict().values():
             dist.broadcast(t, 0)

@@ -22,6 +22,7 @@ from fvcore.common.param_scheduler import (
 from torch.optim.lr_scheduler import LRScheduler
 
 from segkit.config.configurable import build_component, configurable
+from segkit.config.validate import clamped_warmup
 from segkit.registry import LR_SCHEDULER_REGISTRY
 
 __all__ = ["LRMultiplier", "WarmupParamScheduler", "build_lr_scheduler", "with_warmup"]
@@ -119,7 +120,6 @@ def with_warmup(cfg, multiplier: ParamScheduler) -> ParamScheduler:
     s = cfg.SOLVER
     if s.WARMUP_ITERS <= 0:
         return multiplier
-    from segkit.config.validate import clamped_warmup
 
     warmup = clamped_warmup(s.WARMUP_ITERS, s.MAX_ITER)  # load_config already clamped it, with a warning
     return WarmupParamScheduler(multiplier, s.WARMUP_FACTOR, warmup / s.MAX_ITER, s.WARMUP_METHOD.lower())
@@ -135,7 +135,6 @@ def _schedule_args(cfg, optimizer) -> Dict[str, Any]:
 def _scheduler(optimizer, multiplier: ParamScheduler, max_iter: int, warmup_iters: int = 0,
                warmup_factor: float = 0.001, warmup_method: str = "linear") -> LRMultiplier:
     if warmup_iters > 0:
-        from segkit.config.validate import clamped_warmup
 
         warmup_iters = clamped_warmup(warmup_iters, max_iter)  # load_config already clamped it, with a warning
         multiplier = WarmupParamScheduler(multiplier, warmup_factor, warmup_iters / max_iter, warmup_method.lower())

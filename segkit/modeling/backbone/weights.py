@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from segkit.utils.fileio import load_torch_file
+
 __all__ = ["LoadReport", "resolve_weights_file", "read_state_dict", "load_backbone_weights"]
 
 logger = logging.getLogger(__name__)
@@ -95,7 +97,6 @@ def read_state_dict(path: str) -> StateDict:
         FileNotFoundError, segkit.utils.fileio.UnreadableFileError: naming the file and
             why it cannot be used (empty, truncated, not a PyTorch file, pickled code).
     """
-    from segkit.utils.fileio import load_torch_file
 
     obj = load_torch_file(path, "MODEL.BACKBONE.PRETRAINED file")
     for key in ("state_dict", "model"):
