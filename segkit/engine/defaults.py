@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import glob
+import json
 import logging
 import os
 import random
@@ -500,7 +501,10 @@ def main(args: argparse.Namespace) -> Dict[str, Dict[str, float]]:
             )
         pipeline = build_inference_pipeline(cfg, weights, who="--eval-only")
         logger.info("Evaluating %s", weights)
-        return DefaultTrainer.test(cfg, pipeline.model, save_predictions=getattr(args, "save_predictions", None))
+        results = DefaultTrainer.test(cfg, pipeline.model, save_predictions=getattr(args, "save_predictions", None))
+        if is_main_process():  # a plugin's evaluator may log nothing itself
+            logger.info("Evaluation results: %s", json.dumps(results, sort_keys=True, default=float))
+        return results
     trainer = DefaultTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     if trainer.start_iter == 0:  # a fresh run, not a resumed one
