@@ -16,6 +16,13 @@ def test_exp_normalize_is_softmax(k, spread):
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0)])
+def test_exp_normalize_of_nothing_is_nothing(shape):
+    """No pixels (or no labels): an empty result of the same shape, not an error from the max."""
+    got = _exp_normalize(torch.empty(shape), inplace=True)
+    assert got.shape == shape
+
 def test_take_is_advanced_indexing():
     gen = torch.Generator().manual_seed(0)
     values = torch.randn(50, 3, generator=gen)
