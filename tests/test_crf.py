@@ -162,6 +162,20 @@ def test_missing_pydensecrf_names_the_distribution(monkeypatch):
     DenseCRF(backend="native")  # the native backend needs nothing extra
 
 
+def test_auto_backend_without_pydensecrf_is_native(monkeypatch):
+    """'auto' without pydensecrf (as on Python 3.13): DenseCRF and dense_crf_batch run the native backend."""
+    from segkit.postprocess.dense_crf import resolve_crf_backend
+
+    monkeypatch.setitem(sys.modules, "pydensecrf.densecrf", None)  # its import raises ImportError
+    assert resolve_crf_backend("auto") == "native"
+    assert DenseCRF(backend="auto").backend == "native"
+    images = torch.randint(0, 256, (1, 3, 5, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(torch.randn(1, 3, 5, 6, generator=torch.Generator().manual_seed(1)), dim=1)
+    params = CRFParams(iterations=2)
+    auto = dense_crf_batch(images, probs, params, backend="auto")
+    assert torch.equal(auto, dense_crf_batch(images, probs, params, backend="native"))
+
+
 def test_crf_of_a_bgr_config_takes_rgb_images_unflipped():
     # Images are RGB end to end: INPUT.FORMAT BGR (weights' order) must not change what the CRF sees.
     from segkit.config import get_cfg

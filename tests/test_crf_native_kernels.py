@@ -16,6 +16,32 @@ def test_exp_normalize_is_softmax(k, spread):
     torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("k", [1, 3, 19])
+@pytest.mark.parametrize(
+    "shift, far",
+    [
+        (0.0, 0.0),  # the global-max path
+        (60.0, 0.0),  # far from 0: exp without subtracting the max would overflow
+        (-60.0, 0.0),  # ... or underflow
+        (0.0, 120.0),  # a row 120 below: past the threshold of 80, where exp(x - max) underflows
+    ],
+)
+@pytest.mark.parametrize("inplace", [False, True])
+def test_exp_normalize_near_the_threshold_is_softmax(k, shift, far, inplace):
+    x = torch.randn(64, k, generator=torch.Generator().manual_seed(k)) + shift
+    x[0] = x[0] - far
+    expected = torch.softmax(x.double(), dim=1).float()  # before: inplace overwrites x
+    got = _exp_normalize(x, inplace=inplace)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, atol=2e-6, rtol=1e-5)
+
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0)])
+def test_exp_normalize_of_nothing_is_nothing(shape):
+    """No pixels (or no labels): an empty result of the same shape, not an error from the max."""
+    got = _exp_normalize(torch.empty(shape), inplace=True)
+    assert got.shape == shape
+
 def test_take_is_advanced_indexing():
     gen = torch.Generator().manual_seed(0)
     values = torch.randn(50, 3, generator=gen)

@@ -90,3 +90,18 @@ def test_native_crf_uses_the_policy(monkeypatch):
         dense_crf(image, probs)
     assert seen == [(3 * 6 * 7, module._CRF_GRAIN)]
     assert inside == [2]
+
+
+def test_small_native_crf_stays_on_one_thread(monkeypatch):
+    """A tiny CRF (126 pixels x labels) on a quiet 8-core machine: one thread, not every core."""
+    from segkit.postprocess import dense_crf
+    import importlib
+
+    module = importlib.import_module("segkit.postprocess.dense_crf")
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setattr(threads, "other_runnable", lambda: 0)
+    inside = []
+    monkeypatch.setattr(module, "_native_compute", lambda *a: inside.append(torch.get_num_threads()) or
+                        torch.full((1, 3, 6, 7), 1 / 3))
+    dense_crf(np.zeros((6, 7, 3), np.uint8), np.full((3, 6, 7), 1 / 3, np.float32))
+    assert inside == [1]
