@@ -74,7 +74,9 @@ def test_torchrun_ddp_averages_gradients(tmp_path):
         from test_engine_ddp import ddp_worker
         launch(ddp_worker, num_gpus_per_machine=1, args=({str(tmp_path)!r},))  # world size comes from torchrun
     """))
-    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
+    # PYTHONFAULTHANDLER: a worker killed by a signal (SIGABRT, SIGSEGV) prints the Python stack of
+    # every thread into the log below, so a rare crash says where it happened.
+    env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
