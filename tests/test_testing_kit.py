@@ -1,5 +1,4 @@
 """segkit.testing catches each defect of issue 11 when a throwaway component reintroduces it."""
-import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -121,19 +120,7 @@ def test_kit_passes_a_configurable_postprocessor_and_catches_instance_from_confi
 
 
 # ------------------------------------------------------------------ transforms
-class PadBottom(A.DualTransform):
-    def __init__(self, pad=4, fill_mask=0, p=1.0):
-        super().__init__(p=p)
-        self.pad, self.fill_mask = pad, fill_mask
-
-    def apply(self, img, **params):
-        return np.pad(img, ((0, self.pad), (0, 0), (0, 0)))
-
-    def apply_to_mask(self, mask, **params):
-        return np.pad(mask, ((0, self.pad), (0, 0)), constant_values=self.fill_mask)
-
-    def get_transform_init_args_names(self):
-        return ("pad", "fill_mask")
+from test_extension_contract import PadBottom  # noqa: E402 - the same plugin-style DualTransform
 
 
 class ZeroPadMask(PadBottom):
