@@ -10,19 +10,12 @@ from segkit.data.transforms import (
     seed_transforms,
 )
 from segkit.registry import TRANSFORM_REGISTRY
+from segkit.testing.configs import TRANSFORM_ARGS
 
 IGNORE = 255
 LABELS = {3, 7, 9}  # 0 deliberately absent: a fill with 0 would be an invented label
-# Required arguments of transforms that have no usable defaults.
-REQUIRED_ARGS = {
-    "CenterCrop": {"height": 24, "width": 24}, "RandomCrop": {"height": 24, "width": 24},
-    "CropNonEmptyMaskIfExists": {"height": 24, "width": 24}, "Resize": {"height": 50, "width": 37},
-    "RandomResizedCrop": {"size": (29, 31)}, "RandomSizedCrop": {"min_max_height": (10, 30), "size": (29, 31)},
-    "GridElasticDeform": {"num_grid_xy": (4, 4), "magnitude": 5}, "Crop": {"x_max": 20, "y_max": 25},
-    "PadIfNeeded": {"min_height": 64, "min_width": 70}, "Pad": {"padding": 7},
-    "LongestMaxSize": {"max_size": 61}, "SmallestMaxSize": {"max_size": 53},
-    "RandomScale": {"scale_limit": (-0.6, 0.9)}, "CropAndPad": {"px": (-5, 9)},
-}
+# Required arguments of transforms that have no usable defaults: the conformance kit's table.
+REQUIRED_ARGS = TRANSFORM_ARGS
 # Transforms that need inputs other than image+mask (boxes, metadata, 3-D volumes, a callable).
 NOT_IMAGE_MASK = {
     "AtLeastOneBBoxRandomCrop", "BBoxSafeRandomCrop", "RandomSizedBBoxSafeCrop", "RandomCropNearBBox",

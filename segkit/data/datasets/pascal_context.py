@@ -18,8 +18,8 @@ from __future__ import annotations
 import os
 from typing import List
 
-from segkit.data.catalog import DataError, register_semseg
-from segkit.data.datasets.voc import _record, read_split_list, voc_palette
+from segkit.data.catalog import register_semseg
+from segkit.data.datasets.voc import _record, find_voc_dir, read_split_list, voc_palette
 
 __all__ = ["PASCAL_CONTEXT_59_CLASSES", "load_pascal_context"]
 
@@ -34,13 +34,8 @@ PASCAL_CONTEXT_59_CLASSES = [
 
 
 def _voc2010_dir(root: str) -> str:
-    for cand in (os.path.join(root, "VOCdevkit", "VOC2010"), os.path.join(root, "VOC2010"), root):
-        if os.path.isdir(os.path.join(cand, "ImageSets", "SegmentationContext")):
-            return cand
-    raise DataError(
-        f"{root}: no PASCAL-Context found (looked for VOCdevkit/VOC2010/ImageSets/SegmentationContext). "
-        "Convert trainval_merged.json to SegmentationClassContext/ PNGs first (docs/data.md)."
-    )
+    return find_voc_dir(root, "2010", "SegmentationContext", "PASCAL-Context",
+                        "Convert trainval_merged.json to SegmentationClassContext/ PNGs first (docs/data.md).")
 
 
 def load_pascal_context(voc2010_dir: str, split: str) -> List[dict]:

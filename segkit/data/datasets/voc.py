@@ -72,14 +72,18 @@ def _record(image_id: str, file_name: str, mask: str, size: Optional[tuple] = No
     return {"file_name": file_name, "sem_seg_file_name": mask, "height": h, "width": w, "image_id": image_id}
 
 
-def _voc_dir(root: str) -> str:
-    for cand in (os.path.join(root, "VOCdevkit", "VOC2012"), os.path.join(root, "VOC2012"), root):
-        if os.path.isdir(os.path.join(cand, "ImageSets", "Segmentation")):
+def find_voc_dir(root: str, year: str = "2012", image_sets: str = "Segmentation", what: str = "PASCAL VOC 2012",
+                 hint: str = "Set DATASETS.ROOT or $SEGKIT_DATASETS to the folder holding VOCdevkit/.") -> str:
+    """The ``VOC<year>`` folder under ``root`` (``VOCdevkit/VOC<year>``, ``VOC<year>`` or ``root``
+    itself) that holds ``ImageSets/<image_sets>``; a :class:`DataError` naming ``what`` otherwise."""
+    for cand in (os.path.join(root, "VOCdevkit", f"VOC{year}"), os.path.join(root, f"VOC{year}"), root):
+        if os.path.isdir(os.path.join(cand, "ImageSets", image_sets)):
             return cand
-    raise DataError(
-        f"{root}: no PASCAL VOC 2012 found (looked for VOCdevkit/VOC2012/ImageSets/Segmentation). "
-        "Set DATASETS.ROOT or $SEGKIT_DATASETS to the folder holding VOCdevkit/."
-    )
+    raise DataError(f"{root}: no {what} found (looked for VOCdevkit/VOC{year}/ImageSets/{image_sets}). {hint}")
+
+
+def _voc_dir(root: str) -> str:
+    return find_voc_dir(root)
 
 
 def load_voc_semseg(voc_dir: str, split: str, image_ext: str = ".jpg", size: Optional[tuple] = None) -> List[dict]:
