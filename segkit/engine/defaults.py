@@ -191,7 +191,6 @@ class DefaultTrainer(TrainerBase):
         self.device = resolve_device(cfg.MODEL.DEVICE)
         model = self.build_model(cfg)
         if cfg.SOLVER.CHANNELS_LAST:
-
             to_channels_last(model)
         self.optimizer = self.build_optimizer(cfg, model)
         self.model = self._wrap_ddp(model)
@@ -367,7 +366,6 @@ class DefaultTrainer(TrainerBase):
 
     @classmethod
     def _prediction_writer(cls, cfg: CfgNode, evaluator, folder: str):
-
         _, palette, _ = dataset_classes(cfg, [evaluator.dataset_name])
         return PredictionWriter(evaluator, folder, palette or default_palette(evaluator.num_classes))
 

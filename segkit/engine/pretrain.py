@@ -70,7 +70,6 @@ class GarmentCropSampler:
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"MODEL.PRETRAIN.CLASSIFY.SCALE_RANGE must satisfy 0 < min <= max <= 1, got {scale_range}.")
         if garments is None:
-
             garments = _garments()["train"]  # never the val scenes' source garments
         images, labels = garments
         self.images = torch.as_tensor(np.asarray(images), dtype=torch.float32).unsqueeze(1)  # (G, 1, 28, 28)
@@ -212,7 +211,6 @@ def maybe_pretrain(cfg, model: nn.Module) -> Optional[Dict[str, float]]:
     if is_main_process():
         stats = pretrain_backbone_classify(cfg, model, cfg.OUTPUT_DIR)
     if get_world_size() > 1:
-
         for t in unwrap_model(model).backbone.state_dict().values():
             dist.broadcast(t, 0)
     return stats

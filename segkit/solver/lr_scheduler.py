@@ -115,14 +115,19 @@ class LRMultiplier(LRScheduler):
         self._last_lr = lrs
 
 
+def _warmed(multiplier: ParamScheduler, max_iter: int, warmup_iters: int, warmup_factor: float,
+            warmup_method: str) -> ParamScheduler:
+    """``multiplier`` behind the warm-up (unchanged when ``warmup_iters`` is 0)."""
+    if warmup_iters <= 0:
+        return multiplier
+    warmup_iters = clamped_warmup(warmup_iters, max_iter)  # load_config already clamped it, with a warning
+    return WarmupParamScheduler(multiplier, warmup_factor, warmup_iters / max_iter, warmup_method.lower())
+
+
 def with_warmup(cfg, multiplier: ParamScheduler) -> ParamScheduler:
     """Wrap ``multiplier`` with ``SOLVER.WARMUP_*`` (unchanged when WARMUP_ITERS is 0)."""
     s = cfg.SOLVER
-    if s.WARMUP_ITERS <= 0:
-        return multiplier
-
-    warmup = clamped_warmup(s.WARMUP_ITERS, s.MAX_ITER)  # load_config already clamped it, with a warning
-    return WarmupParamScheduler(multiplier, s.WARMUP_FACTOR, warmup / s.MAX_ITER, s.WARMUP_METHOD.lower())
+    return _warmed(multiplier, s.MAX_ITER, s.WARMUP_ITERS, s.WARMUP_FACTOR, s.WARMUP_METHOD)
 
 
 def _schedule_args(cfg, optimizer) -> Dict[str, Any]:
@@ -134,11 +139,7 @@ def _schedule_args(cfg, optimizer) -> Dict[str, Any]:
 
 def _scheduler(optimizer, multiplier: ParamScheduler, max_iter: int, warmup_iters: int = 0,
                warmup_factor: float = 0.001, warmup_method: str = "linear") -> LRMultiplier:
-    if warmup_iters > 0:
-
-        warmup_iters = clamped_warmup(warmup_iters, max_iter)  # load_config already clamped it, with a warning
-        multiplier = WarmupParamScheduler(multiplier, warmup_factor, warmup_iters / max_iter, warmup_method.lower())
-    return LRMultiplier(optimizer, multiplier, max_iter)
+    return LRMultiplier(optimizer, _warmed(multiplier, max_iter, warmup_iters, warmup_factor, warmup_method), max_iter)
 
 
 @LR_SCHEDULER_REGISTRY.register(name="PolyLR")
