@@ -79,6 +79,8 @@ SEGKIT_FCN_R50 = [
     "MODEL.HEAD.NAME", "FCNHead", "MODEL.HEAD.IN_FEATURES", ["res5"],
     "MODEL.FCN.HIDDEN_CHANNELS", 512, "MODEL.FCN.DROPOUT", 0.1, "MODEL.FCN.NORM", "BN",
     "MODEL.NUM_CLASSES", 21, "MODEL.BACKBONE.PRETRAINED", "",
+    # A random-weight model of no dataset: the default (FashionScenes, 11 classes) would not match.
+    "DATASETS.TRAIN", [], "DATASETS.TEST", [],
 ]
 
 

@@ -1,0 +1,33 @@
+"""benchmarks/models.py's product comparison builds its three pipelines from the default config."""
+import argparse
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "models.py")
+
+
+@pytest.fixture(scope="module")
+def models_bench():
+    spec = importlib.util.spec_from_file_location("segkit_bench_models", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_product_runners_build_and_label_every_pixel(models_bench, tmp_path, monkeypatch):
+    # The peer model belongs to no dataset: the default datasets' class count must not block it.
+    monkeypatch.setenv("SEGKIT_CACHE", str(tmp_path / "cache"))
+    runners = models_bench._product_runners(argparse.Namespace(), torch.device("cpu"), str(tmp_path))
+    assert {"segkit Predictor", "torchvision fcn_resnet50", "torchvision + segkit threads"} <= set(runners)
+    image = np.random.default_rng(0).integers(0, 256, (33, 41, 3), dtype=np.uint8)
+    for name, run in runners.items():
+        labels = np.asarray(run(image))
+        assert labels.shape == (33, 41), name
+        assert labels.min() >= 0 and labels.max() < 21, name
