@@ -124,6 +124,8 @@ def _distributed_worker(
     os.environ["LOCAL_WORLD_SIZE"] = str(num_gpus_per_machine)
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
+    else:
+        _share_cores(num_gpus_per_machine)
     try:
         dist.init_process_group(
             backend=backend, init_method=dist_url, world_size=world_size, rank=global_rank, timeout=timeout
@@ -135,6 +137,22 @@ def _distributed_worker(
         _leave_together()
     finally:
         dist.destroy_process_group()
+
+
+def _share_cores(num_local_processes: int) -> None:
+    """CPU processes split this machine's cores instead of each taking all of them.
+
+    PyTorch gives every process one intra-op thread per core; N processes on N cores
+    would run N x N threads, which wait for one another at every parallel region (see
+    segkit.utils.threads on oversubscribed cores). Each process gets ``cores // N``
+    threads (at least 1), as torchrun does with ``OMP_NUM_THREADS=1``. An explicit
+    ``OMP_NUM_THREADS`` in the environment wins.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return
+    from segkit.utils.threads import available_cores
+
+    torch.set_num_threads(max(1, available_cores() // max(1, num_local_processes)))
 
 
 def _leave_together() -> None:
