@@ -16,6 +16,7 @@ from segkit.config import get_cfg
 from segkit.engine import DefaultTrainer, EventStorage, NonFiniteLossError, SimpleTrainer
 from segkit.engine.events import ConsolePrinter, JSONWriter
 from segkit.engine.hooks import DEFAULT_HOOKS, LRScheduler, PeriodicWriter
+from segkit.engine import train_loop
 from segkit.engine.train_loop import HookBase, resolve_amp_dtype
 from segkit.evaluation import SemSegEvaluator
 from segkit.registry import HOOK_REGISTRY
@@ -192,10 +193,35 @@ def test_bf16_autocast_on_cpu_trains():
 
 def test_amp_dtype_resolution():
     cpu = torch.device("cpu")
-    assert resolve_amp_dtype("auto", cpu) == torch.bfloat16
+    assert resolve_amp_dtype("auto", cpu) == (torch.bfloat16 if train_loop.cpu_runs_bfloat16() else None)
     assert resolve_amp_dtype("float16", cpu) == torch.float16
     with pytest.raises(ValueError, match="SOLVER.AMP.DTYPE"):
         resolve_amp_dtype("int8", cpu)
+
+
+@pytest.mark.parametrize("has_bf16, expected", [(True, torch.bfloat16), (False, None)])
+def test_auto_amp_on_cpu_follows_the_cpus_bfloat16_instructions(has_bf16, expected, monkeypatch):
+    # Emulated bfloat16 is slower than float32: "auto" trains in float32 on CPUs without it,
+    # while an explicit dtype is honoured everywhere.
+    monkeypatch.setattr(train_loop, "cpu_runs_bfloat16", lambda: has_bf16)
+    cpu = torch.device("cpu")
+    assert resolve_amp_dtype("auto", cpu) == expected
+    assert resolve_amp_dtype("bfloat16", cpu) == torch.bfloat16
+
+
+@pytest.mark.parametrize("probes, expected", [
+    ({"_is_avx512_bf16_supported": True, "_is_amx_tile_supported": False}, True),
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": True}, True),
+    ({"_is_avx512_bf16_supported": False, "_is_amx_tile_supported": False}, False),
+    ({}, False),  # a PyTorch without the probes
+])
+def test_cpu_bfloat16_probe(probes, expected, monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        if name in probes:
+            monkeypatch.setattr(torch.cpu, name, lambda v=probes[name]: v, raising=False)
+        else:
+            monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert train_loop.cpu_runs_bfloat16() is expected
 
 
 def test_hooks_run_in_order_and_lr_is_recorded():

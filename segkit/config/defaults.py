@@ -342,7 +342,8 @@ _C.SOLVER.EXTRA_HOOKS = []
 _C.SOLVER.AMP = CN()
 # Mixed-precision training (autocast + gradient scaling for float16).
 _C.SOLVER.AMP.ENABLED = False
-# Autocast dtype: "auto" (bfloat16 where supported, else float16), "float16" or "bfloat16".
+# Autocast dtype: "auto" (CUDA: bfloat16 where supported, else float16; CPU: bfloat16 where the CPU
+# has bfloat16 instructions, else float32), "float16" or "bfloat16".
 _C.SOLVER.AMP.DTYPE = "auto"
 
 # ---------------------------------------------------------------------------- #

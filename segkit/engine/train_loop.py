@@ -22,7 +22,7 @@ from torch import nn
 from segkit.engine.checkpoint import NonFiniteWeightsError
 from segkit.engine.events import EventStorage
 
-__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "resolve_amp_dtype", "NonFiniteLossError",
+__all__ = ["HookBase", "TrainerBase", "SimpleTrainer", "resolve_amp_dtype", "cpu_runs_bfloat16", "NonFiniteLossError",
            "NonFiniteWeightsError"]
 
 logger = logging.getLogger(__name__)
@@ -121,8 +121,31 @@ class TrainerBase:
         raise NotImplementedError
 
 
-def resolve_amp_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``SOLVER.AMP.DTYPE`` -> torch dtype. ``"auto"``: bfloat16 where supported, else float16."""
+def cpu_runs_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX), so autocast to bfloat16 pays.
+
+    Elsewhere oneDNN emulates bfloat16 and training under autocast runs slower than in
+    float32. The check uses PyTorch's own CPU-feature probes; a PyTorch without them
+    (or a CPU they do not know) counts as no.
+    """
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, probe, None)
+        try:
+            if check is not None and check():
+                return True
+        except RuntimeError:  # a probe PyTorch could not run on this CPU
+            continue
+    return False
+
+
+def resolve_amp_dtype(name: str, device: torch.device) -> Optional[torch.dtype]:
+    """``SOLVER.AMP.DTYPE`` -> torch dtype, or None for full precision.
+
+    ``"auto"``: on CUDA bfloat16 where supported, else float16; on CPU bfloat16 where
+    the CPU has bfloat16 instructions (:func:`cpu_runs_bfloat16`), else None (float32:
+    emulated bfloat16 would be slower, and CPU float16 autocast slower still). An
+    explicit ``"float16"`` / ``"bfloat16"`` is always honoured.
+    """
     name = name.lower()
     if name in ("float16", "fp16", "half"):
         return torch.float16
@@ -132,6 +155,9 @@ def resolve_amp_dtype(name: str, device: torch.device) -> torch.dtype:
         raise ValueError(f"SOLVER.AMP.DTYPE must be 'auto', 'float16' or 'bfloat16', got '{name}'.")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and not cpu_runs_bfloat16():
+        logger.info("SOLVER.AMP.DTYPE auto: this CPU has no bfloat16 instructions; training in float32.")
+        return None
     return torch.bfloat16
 
 
