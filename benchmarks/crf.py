@@ -22,14 +22,25 @@ more than 0.15 cores is marked disturbed. Medians are over undisturbed calls whe
 there are any, else over all calls and the row says DISTURBED: such a figure is
 not a measurement of the code. Load averages are printed and saved.
 
+``--profile`` instead times, per case, the CPU seconds of each stage of both
+backends on one thread (minimum over ``--repeats`` calls): the native backend's
+setup (unary, features, layout), smoothness lattice build, its normalisation,
+appearance lattice build, its normalisation and the mean-field iterations, next
+to its whole cold call; pydensecrf's setup, smoothness kernel, appearance kernel
+(each its lattice and normalisation, built when the kernel is added) and
+inference, next to its whole call. "parts / whole" checks that the stages cover
+the call.
+
 Example::
 
     python benchmarks/crf.py --quick --json benchmarks/results/crf_cpu.json
+    python benchmarks/crf.py --profile --repeats 3 --sizes 480x320 2048x1024
     python benchmarks/crf.py --device cuda --conditions quiet --json out/crf_gpu.json
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -66,6 +77,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--no-reference", action="store_true", help="time native only (no pydensecrf)")
     p.add_argument("--json", default="", help="write results here")
+    p.add_argument("--profile", action="store_true",
+                   help="CPU seconds of each stage of both backends on one thread, instead of the timing rounds")
     args = p.parse_args(argv)
     if args.quick:
         args.repeats = 2
@@ -178,6 +191,133 @@ def _threads_now():
 _FIXED_THREADS = [False]
 
 
+NATIVE_STAGES = ("setup", "smoothness lattice", "smoothness normalisation", "appearance lattice",
+                 "appearance normalisation", "mean field")
+REFERENCE_STAGES = ("setup", "smoothness kernel", "appearance kernel", "mean field")
+
+
+def _cpu_min(fn, repeats):
+    """(minimum CPU seconds of this process over ``repeats`` calls of fn, fn's last result)."""
+    best, result = float("inf"), None
+    for _ in range(max(1, repeats)):
+        start = time.process_time()
+        result = fn()
+        best = min(best, time.process_time() - start)
+    return best, result
+
+
+def profile_native(image, probs, iterations=10, repeats=3):
+    """CPU seconds of each stage of the native backend on one thread, and of its whole cold call.
+
+    Args:
+        image: (H, W, 3) uint8.
+        probs: (K, H, W) float32 softmax.
+
+    Returns:
+        ``{stage: seconds}`` for every name in NATIVE_STAGES, plus ``"whole"``.
+    """
+    from segkit.postprocess.permutohedral import PermutohedralLattice
+    from segkit.utils.threads import intra_op_threads, thread_override
+
+    dc = _crf_module()
+    params = dc.CRFParams(iterations=iterations)
+    images, probs_t = torch.from_numpy(image).permute(2, 0, 1)[None], torch.from_numpy(probs)[None]
+    k, h, w = probs.shape
+
+    def setup():
+        unary = dc._unary_from_probs(probs_t)
+        smooth, appearance = dc._features(images.permute(0, 2, 3, 1).contiguous(), params)
+        return smooth[:1], appearance, unary.permute(0, 2, 3, 1).reshape(h * w, k).contiguous()
+
+    cache = dc._CACHE_SIZE[0]
+    times = {}
+    with thread_override(1), intra_op_threads(1):
+        times["setup"], (smooth, appearance, rows) = _cpu_min(setup, repeats)
+        ops = []
+        for name, feats, weight in (("smoothness", smooth, params.w2), ("appearance", appearance, params.w1)):
+            times[f"{name} lattice"], lattice = _cpu_min(lambda: PermutohedralLattice(feats), repeats)
+            times[f"{name} normalisation"], op = _cpu_min(lambda: dc._normalised_operator(lattice, weight), repeats)
+            ops.append(op)
+        times["mean field"], _ = _cpu_min(lambda: dc._mean_field(rows, ops, iterations), repeats)
+        dc.set_kernel_cache_size(0)  # cold: both lattices built in the call
+        try:
+            times["whole"], _ = _cpu_min(lambda: dc.dense_crf_batch(images, probs_t, params), repeats)
+        finally:
+            dc.set_kernel_cache_size(cache)
+    return times
+
+
+def profile_reference(image, probs, iterations=10, repeats=3):
+    """CPU seconds of each stage of pydensecrf (single-threaded) and of its whole call; None without it.
+
+    Returns:
+        ``{stage: seconds}`` for every name in REFERENCE_STAGES, plus ``"whole"``.
+    """
+    dc = _crf_module()
+    try:
+        dcrf = dc._import_pydensecrf()
+    except ImportError:
+        return None
+    params = dc.CRFParams(iterations=iterations)
+    k, h, w = probs.shape
+    rgb = np.ascontiguousarray(image)
+    best = dict.fromkeys(REFERENCE_STAGES, float("inf"))
+    for _ in range(max(1, repeats)):
+        # Each stage needs the previous ones on the same object: time them in sequence, keep each minimum.
+        marks = [time.process_time()]
+        crf = dcrf.DenseCRF2D(w, h, k)
+        crf.setUnaryEnergy(np.ascontiguousarray(-np.log(np.clip(probs, dc._PROB_FLOOR, 1.0)).reshape(k, -1)))
+        marks.append(time.process_time())
+        crf.addPairwiseGaussian(sxy=params.theta_gamma, compat=params.w2)
+        marks.append(time.process_time())
+        crf.addPairwiseBilateral(sxy=params.theta_alpha, srgb=params.theta_beta, rgbim=rgb, compat=params.w1)
+        marks.append(time.process_time())
+        crf.inference(iterations)
+        marks.append(time.process_time())
+        for i, stage in enumerate(REFERENCE_STAGES):
+            best[stage] = min(best[stage], marks[i + 1] - marks[i])
+    best["whole"], _ = _cpu_min(lambda: dc.dense_crf(image, probs, iterations=iterations, backend="pydensecrf"),
+                                repeats)
+    return best
+
+
+def _crf_module():
+    # segkit.postprocess exports the function dense_crf under the module's name.
+    return importlib.import_module("segkit.postprocess.dense_crf")
+
+
+def profile_rows(cases, iterations, repeats):
+    """One row per case: both backends' stage times (see profile_native / profile_reference)."""
+    rows = []
+    for size, k, image, probs in cases:
+        native = profile_native(image, probs, iterations, repeats)
+        reference = profile_reference(image, probs, iterations, repeats)
+        row = {"size": size, "labels": k, "iterations": iterations, "repeats": repeats, "threads": 1,
+               "native": native, "pydensecrf": reference,
+               "native_parts_over_whole": sum(native[s] for s in NATIVE_STAGES) / native["whole"]}
+        if reference is not None:
+            row["pydensecrf_parts_over_whole"] = sum(reference[s] for s in REFERENCE_STAGES) / reference["whole"]
+        rows.append(row)
+        print(f"  profiled {size} K={k}", flush=True)
+    return rows
+
+
+def print_profile(rows):
+    print("CPU seconds per stage, one thread, minimum over the repeats; 'parts/whole': the stages' sum over the "
+          "whole call (near 1: the stages cover the call)")
+    for r in rows:
+        nat, ref = r["native"], r["pydensecrf"]
+        stages = " | ".join(f"{s} {nat[s]:.3f}" for s in NATIVE_STAGES)
+        print(f"{r['size']:>9} K={r['labels']:<3} native whole {nat['whole']:.3f} ({stages}; parts/whole "
+              f"{r['native_parts_over_whole']:.2f})")
+        if ref is None:
+            print(f"{'':>9} {'':<5} pydensecrf: not installed")
+        else:
+            stages = " | ".join(f"{s} {ref[s]:.3f}" for s in REFERENCE_STAGES)
+            print(f"{'':>9} {'':<5} pydensecrf whole {ref['whole']:.3f} ({stages}; parts/whole "
+                  f"{r['pydensecrf_parts_over_whole']:.2f}); pydensecrf / native {ref['whole'] / nat['whole']:.2f}x")
+
+
 def _fmt(value, spec):
     return format(value, spec) if value is not None else "-"
 
@@ -217,6 +357,8 @@ def main(argv=None) -> int:
             image, probs = make_input(wh, k, photo)
             cases.append((size, k, image, probs))
     _native(torch.from_numpy(cases[0][2][:64, :64]).to(device), torch.from_numpy(cases[0][3][:, :64, :64]).to(device), 1, True)
+    if args.profile:
+        return _profile_main(args, cases)
     rows, loads = [], {}
     for condition in args.conditions:
         before = load_average()
@@ -236,6 +378,23 @@ def main(argv=None) -> int:
                 "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"meta": meta, "results": rows}, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _profile_main(args, cases) -> int:
+    before = load_average()
+    rows = profile_rows(cases, args.iterations, args.repeats)
+    loads = {"before": before, "after": load_average()}
+    print_profile(rows)
+    print(f"load average before/after: {loads}")
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        meta = {"torch": torch.__version__, "threads": 1, "clock": "process CPU time", "load_avg": loads,
+                "cpu": platform.processor() or platform.machine(), "repeats": args.repeats,
+                "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"meta": meta, "profile": rows}, f, indent=2)
         print(f"wrote {args.json}")
     return 0
 

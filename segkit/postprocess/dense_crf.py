@@ -121,15 +121,7 @@ class _Kernel:
     """
 
     def __init__(self, features: torch.Tensor, weight: float) -> None:
-        lattice = PermutohedralLattice(features)
-        ones = torch.ones(features.shape[0] * features.shape[1], 1, dtype=torch.float32, device=features.device)
-        norm = lattice.filter(ones).to(torch.float64)
-        # NORMALIZE_SYMMETRIC: D^{-1/2} K D^{-1/2}, computed in double as the reference.
-        norm = (1.0 / torch.sqrt(norm + 1e-20)).to(torch.float32)[:, 0]
-        # Potts: the message for label l is -w * sum_j k(i, j) Q_j(l), and the update
-        # subtracts it from the energy, i.e. adds w * D^-1/2 K D^-1/2 Q. Fold both
-        # normalisations and w into the splat and slice weights.
-        self.operator = lattice.operator(pre=norm, post=norm * float(np.float32(weight)))
+        self.operator = _normalised_operator(PermutohedralLattice(features), weight)
 
     @classmethod
     def cached(cls, key: Tuple, features: torch.Tensor, weight: float) -> "_Kernel":
@@ -150,6 +142,18 @@ class _Kernel:
             while len(_KERNEL_CACHE) > _CACHE_SIZE[0]:
                 _KERNEL_CACHE.popitem(last=False)
         return kernel
+
+
+def _normalised_operator(lattice: PermutohedralLattice, weight: float) -> LatticeFilter:
+    """The kernel's operator ``Q -> w * D^-1/2 K D^-1/2 Q`` on a built lattice (B*N points)."""
+    ones = torch.ones(lattice.batch * lattice.num_points, 1, dtype=torch.float32, device=lattice.weights.device)
+    norm = lattice.filter(ones).to(torch.float64)
+    # NORMALIZE_SYMMETRIC: D^{-1/2} K D^{-1/2}, computed in double as the reference.
+    norm = (1.0 / torch.sqrt(norm + 1e-20)).to(torch.float32)[:, 0]
+    # Potts: the message for label l is -w * sum_j k(i, j) Q_j(l), and the update
+    # subtracts it from the energy, i.e. adds w * D^-1/2 K D^-1/2 Q. Fold both
+    # normalisations and w into the splat and slice weights.
+    return lattice.operator(pre=norm, post=norm * float(np.float32(weight)))
 
 
 _KERNEL_CACHE: "OrderedDict[Tuple, _Kernel]" = OrderedDict()
