@@ -49,9 +49,11 @@ def test_mean_iou_on_a_hand_computed_case():
 def test_grid_search_finds_a_setting_that_beats_the_network(problems):
     images, probs, labels = map(list, zip(*problems))
     grid = {"w1": [0.5, 5.0], "theta_alpha": [20.0, 60.0], "theta_beta": [4.0, 60.0]}
-    seen = []
-    best, results, baseline = crf_grid_search(images, probs, labels, 3, grid=grid, iterations=5, progress=seen.append)
+    seen, runs = [], []
+    best, results, baseline = crf_grid_search(images, probs, labels, 3, grid=grid, iterations=5, progress=seen.append,
+                                              on_runs=runs.append)
     assert len(results) == 8 and seen == results
+    assert runs == [8] * len(images)  # one call per image, with the runs of every setting
     assert best == max(results, key=lambda r: r.miou)
     assert best.miou > baseline + 0.02, (best.miou, baseline)
     # A colour-blind appearance kernel (theta_beta = 60) smooths across object edges.

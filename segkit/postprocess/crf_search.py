@@ -72,14 +72,18 @@ def _refined(values: Sequence[float], best: float) -> List[float]:
     return sorted({v for v in (best - step, best, best + step) if v > 0})
 
 
-def _evaluate(images, probs, labels, settings, num_classes, ignore_label, backend, num_workers) -> List[float]:
+def _evaluate(images, probs, labels, settings, num_classes, ignore_label, backend, num_workers,
+              on_runs=None) -> List[float]:
     """mIoU of every setting. Image-major, so per-image work the native backend
-    caches (the smoothness kernel depends only on the image size) is built once."""
+    caches (the smoothness kernel depends only on the image size) is built once.
+    ``on_runs(n)`` is called after each image with the n CRF runs it took."""
     matrices = [torch.zeros(num_classes, num_classes, dtype=torch.int64) for _ in settings]
     for image, prob, label in zip(images, probs, labels):
         for matrix, params in zip(matrices, settings):
             q = dense_crf_batch(image[None], prob[None], params, backend, num_workers)
             matrix += _confusion([q[0].argmax(0)], [label], num_classes, ignore_label)
+        if on_runs is not None:
+            on_runs(len(settings))
     return [_miou_from_confusion(m) for m in matrices]
 
 
@@ -97,6 +101,7 @@ def crf_grid_search(
     backend: str = "native",
     num_workers: int = 0,
     progress: Optional[Callable[[CRFSearchResult], None]] = None,
+    on_runs: Optional[Callable[[int], None]] = None,
 ) -> Tuple[CRFSearchResult, List[CRFSearchResult], float]:
     """Grid-search w1, θα, θβ by mIoU of the CRF's labels.
 
@@ -111,7 +116,10 @@ def crf_grid_search(
         w2, theta_gamma, iterations: the fixed smoothness kernel and iteration count.
         refine: run a second round at half the step around the best setting.
         backend, num_workers: as :func:`segkit.postprocess.dense_crf_batch`.
-        progress: called with each evaluated setting.
+        progress: called with each evaluated setting (once all images are done: the
+            search is image-major).
+        on_runs: called after each image with the number of CRF runs it took (one per
+            setting of the round), for a progress bar that moves during a round.
 
     Returns:
         ``(best, all results in evaluation order, mIoU without CRF)``.
@@ -132,7 +140,7 @@ def crf_grid_search(
             if (w1, alpha, beta) not in seen:
                 seen.add((w1, alpha, beta))
                 settings.append(CRFParams(w1, alpha, beta, w2, theta_gamma, iterations))
-        scores = _evaluate(images, probs, labels, settings, num_classes, ignore_label, backend, num_workers)
+        scores = _evaluate(images, probs, labels, settings, num_classes, ignore_label, backend, num_workers, on_runs)
         for params, miou in zip(settings, scores):
             results.append(CRFSearchResult(params, miou))
             if progress is not None:

@@ -92,18 +92,20 @@ def main(argv=None) -> int:
     from segkit.postprocess.crf_search import DEEPLAB_GRID
 
     sizes = [len(grid.get(k) or DEEPLAB_GRID[k]) for k in ("w1", "theta_alpha", "theta_beta")]
-    # The refinement round adds settings around the best: its count is not known up front.
-    bar = tqdm(total=None if args.refine else sizes[0] * sizes[1] * sizes[2], desc="CRF settings", unit="setting")
+    # In CRF runs (images x settings), updated after each image: the search is image-major, so
+    # a bar in settings would stand still until the last image. The refinement round adds
+    # settings around the best: its count is not known up front.
+    runs = len(images) * sizes[0] * sizes[1] * sizes[2]
+    bar = tqdm(total=None if args.refine else runs, desc="CRF search", unit="run")
 
     def show(r):
         p = r.params
-        bar.update(1)
         bar.write(f"w1={p.w1:g} theta_alpha={p.theta_alpha:g} theta_beta={p.theta_beta:g}: mIoU {100 * r.miou:.2f}")
 
     best, results, baseline = crf_grid_search(
         images, probs, labels, cfg.MODEL.NUM_CLASSES, cfg.MODEL.IGNORE_VALUE, grid=grid, w2=crf.W2,
         theta_gamma=crf.THETA_GAMMA, iterations=crf.ITERATIONS, refine=args.refine, backend=crf.BACKEND,
-        num_workers=crf.NUM_WORKERS, progress=show,
+        num_workers=crf.NUM_WORKERS, progress=show, on_runs=bar.update,
     )
     bar.close()
     p = best.params
