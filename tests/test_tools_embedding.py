@@ -114,6 +114,7 @@ def test_benchmark_tool_json(setup, tmp_path):
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
         assert r["throughput_img_s"] == pytest.approx(r["batch_size"] * 1000 / r["mean_ms"])
         assert r["peak_memory_mb"] > 0 and r["device"] == "cpu"
+        assert (r["warmup"], r["iters"], r["calls"]) == (1, 3, 4) and r["iqr_ms"] >= 0
 
 
 def test_benchmark_bundle_backend(setup, tmp_path):

@@ -24,9 +24,17 @@ Guarantees (docs/engine.md states them for users):
 This module is the one owner of the resume format: :func:`resume_state` writes it
 and :func:`read_resume_state` reads it.
 
-fvcore's ``Checkpointer`` is not reused: it writes in place (a run killed while
-writing leaves a truncated file that ``--resume`` then picks), loads with
-``torch.load``'s pickle default and ranks files by name across runs.
+:class:`Checkpointer` is a subclass of fvcore's ``Checkpointer`` (so fvcore's API,
+``resume_or_load``, ``add_checkpointable``, ``has_checkpoint``,
+``get_all_checkpoint_files``, and fvcore's ``PeriodicCheckpointer`` work with it) that
+overrides what would break the guarantees above: fvcore's ``save`` and
+``tag_last_checkpoint`` write in place (a run killed while writing leaves a truncated
+checkpoint or an empty ``last_checkpoint``, and ``--resume`` then fails or restarts);
+its ``_load_file`` calls ``torch.load`` with the default ``weights_only``, which
+unpickles anything before torch 2.6 (segkit supports torch 2.1+), and checks no
+checksum; its ``load`` fetches URLs through its ``PathManager``, skips requested
+entries that a file lacks (a resume would silently start with a fresh optimizer) and
+loads the weights before it knows the rest will load.
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
+from fvcore.common.checkpoint import Checkpointer as _FvcoreCheckpointer
 from torch import nn
 
 from segkit.engine.comm import all_gather_object
@@ -272,24 +281,32 @@ def read_resume_state(extra: Mapping[str, Any], path: str, rank: int = 0,
     return int(extra["iteration"]) + 1, rng[rank] if len(rng) == world_size else rng[0]
 
 
-class Checkpointer:
-    """Save and restore a model plus any objects with ``state_dict``/``load_state_dict``.
+class Checkpointer(_FvcoreCheckpointer):
+    """fvcore's ``Checkpointer`` with atomic writes, checksums, ``weights_only`` loading and clear errors.
 
+    Save and restore a model plus any objects with ``state_dict``/``load_state_dict``.
     Creating one for a folder (on the writing process) removes the temporary files
     that killed writes left there.
 
+    Overridden from fvcore (see the module docstring for why): :meth:`save`,
+    :meth:`tag_last_checkpoint`, :meth:`get_checkpoint_file`, :meth:`load` and
+    :meth:`_load_file`. Inherited unchanged: ``add_checkpointable``,
+    ``has_checkpoint``, ``get_all_checkpoint_files`` and ``resume_or_load`` (which go
+    through the overrides). Added: :meth:`clean_temporaries`,
+    :meth:`periodic_checkpoints` and :meth:`prune`.
+
     Args:
-        model: the model (DDP wrappers are unwrapped when saving).
+        model: the model (DDP / DataParallel wrappers are looked through).
         save_dir: folder of the checkpoints and of the ``last_checkpoint`` pointer.
         save_to_disk: only the main process writes in distributed runs.
-        **checkpointables: e.g. ``optimizer=..., scheduler=..., scaler=...``.
+        **checkpointables: e.g. ``optimizer=..., scheduler=..., scaler=...`` (None
+            values are left out, e.g. the gradient scaler of a run without AMP).
     """
 
     def __init__(self, model: nn.Module, save_dir: str, save_to_disk: bool = True, **checkpointables: Any) -> None:
-        self.model = model
-        self.save_dir = save_dir
-        self.save_to_disk = save_to_disk
-        self.checkpointables = {k: v for k, v in checkpointables.items() if v is not None}
+        super().__init__(unwrap_model(model), save_dir, save_to_disk=save_to_disk,
+                         **{k: v for k, v in checkpointables.items() if v is not None})
+        self.logger = logger  # fvcore's messages go to segkit's log
         if save_to_disk and os.path.isdir(save_dir):
             self.clean_temporaries()
 
@@ -308,12 +325,20 @@ class Checkpointer:
     def save(self, name: str, tag_last: bool = True, **extra: Any) -> Optional[str]:
         """Write ``<save_dir>/<name>.pth`` atomically and (``tag_last``) point ``last_checkpoint`` at it.
 
+        Unlike fvcore's ``save``: the file is written through
+        :func:`segkit.utils.fileio.atomic_write` with a ``"checksum"`` entry, a model with
+        non-finite weights is refused, and the path is returned.
+
+        Returns:
+            The path written, or None when this process does not write (``save_to_disk``
+            False, or no ``save_dir``, as in fvcore).
+
         Raises:
             NonFiniteWeightsError: the model has NaN or infinite weights (nothing is written).
         """
-        if not self.save_to_disk:
+        if not self.save_dir or not self.save_to_disk:
             return None
-        data = {"model": unwrap_model(self.model).state_dict()}
+        data = {"model": self.model.state_dict()}
         bad = non_finite_tensors(data["model"])
         if bad:
             raise NonFiniteWeightsError(
@@ -331,10 +356,12 @@ class Checkpointer:
         logger.info("Saved checkpoint %s", path)
         return path
 
-    def tag_last_checkpoint(self, basename: str) -> None:
-        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE), basename)
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Point ``last_checkpoint`` at a file, atomically (fvcore truncates it first, so a kill
+        in between would leave an empty pointer and lose the way back to every checkpoint)."""
+        atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE), last_filename_basename)
 
-    def get_checkpoint_file(self) -> Optional[str]:
+    def get_checkpoint_file(self) -> Optional[str]:  # fvcore returns "" when there is no pointer
         """The file named in ``last_checkpoint``, or None when there is no pointer.
 
         Raises:
@@ -356,31 +383,55 @@ class Checkpointer:
             )
         return path
 
-    def has_checkpoint(self) -> bool:
-        return os.path.isfile(os.path.join(self.save_dir, LAST_CHECKPOINT_FILE))
+    def _load_file(self, f: str) -> Dict[str, Any]:
+        """fvcore's hook for reading a file: ``weights_only=True`` and the checksum verified.
+
+        Raises:
+            FileNotFoundError: no such local file (URLs are not fetched).
+            CheckpointError: unreadable, corrupt, or holding objects other than tensors
+                and plain containers.
+        """
+        return read_checkpoint(f)
 
     def load(self, path: str, checkpointables: Optional[Iterable[str]] = None) -> Dict[str, Any]:
         """Load model and the named checkpointables (default: all) from ``path`` (read once).
 
+        Everything is checked before anything is loaded: the file (:meth:`_load_file`),
+        that it holds the model and every requested checkpointable, that the optimizer
+        is of the same kind and that the weights match the model (strictly).
+
+        Args:
+            path: a local file; empty: nothing is loaded (as in fvcore).
+            checkpointables: names to restore besides the model.
+
         Returns:
             The entries of the file that were not consumed (``iteration``, ``rng``, ...).
+
+        Raises:
+            FileNotFoundError: no such file.
+            CheckpointError: unreadable or corrupt file, missing entries, a different
+                optimizer, weights that do not fit, or a state that does not load.
         """
-        data = read_checkpoint(path)
+        if not path:
+            logger.info("No checkpoint given: the model keeps its initial weights.")
+            return {}
+        data = self._load_file(path)
         if "model" not in data:
             raise CheckpointError(f"Checkpoint {path} has no 'model' entry (keys: {_describe(data)}).")
-        load_model_weights(self.model, path, data=data)
         names = list(self.checkpointables) if checkpointables is None else list(checkpointables)
         for name in names:
             if name not in data:
                 raise CheckpointError(f"Checkpoint {path} has no '{name}' entry to resume from.")
+            if isinstance(self.checkpointables[name], torch.optim.Optimizer):
+                _check_optimizer_matches(self.checkpointables[name], data[name], path)
+        load_model_weights(self.model, path, data=data)
+        for name in names:
             self._load_one(name, data[name], path)
         logger.info("Loaded checkpoint %s (%s)", path, ", ".join(["model"] + names))
         return {k: v for k, v in data.items() if k not in ("model", CHECKSUM_KEY) and k not in self.checkpointables}
 
     def _load_one(self, name: str, state: Any, path: str) -> None:
         obj = self.checkpointables[name]
-        if isinstance(obj, torch.optim.Optimizer):
-            _check_optimizer_matches(obj, state, path)
         try:
             obj.load_state_dict(state)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:

@@ -15,6 +15,8 @@ import math
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicCheckpointer
+
 from segkit.config.configurable import build_component, configurable
 from segkit.engine.checkpoint import Checkpointer, resume_state
 from segkit.engine.comm import is_main_process
@@ -81,8 +83,15 @@ def _resume_state(trainer) -> Dict[str, Any]:
     return resume_state(trainer.iter, getattr(trainer, "accum_steps", 1))
 
 
-class PeriodicCheckpointer(HookBase):
+class PeriodicCheckpointer(_FvcorePeriodicCheckpointer, HookBase):
     """Save ``model_<iter>.pth`` every ``period`` iterations and ``model_final.pth`` at the end.
+
+    fvcore's ``PeriodicCheckpointer`` as a hook (detectron2's habit), with segkit's rules
+    in :meth:`step`: the last iteration writes ``model_final.pth`` only (fvcore would
+    also write the periodic file of that iteration), ``period`` 0 means the final one
+    only, and keep-last-N prunes the files on disk older than the one just written
+    (:meth:`Checkpointer.prune`) instead of fvcore's in-memory list of this process's
+    saves, which forgets the files written before a resume (they would never be pruned).
 
     Registered after :class:`EvalHook` and :class:`BestCheckpointer`, so a checkpoint for
     iteration k exists only once k's evaluation finished: a run killed during an
@@ -96,19 +105,31 @@ class PeriodicCheckpointer(HookBase):
     """
 
     def __init__(self, checkpointer: Checkpointer, period: int, max_iter: int, max_to_keep: int = 0) -> None:
-        self.checkpointer = checkpointer
-        self.period = int(period)
-        self.max_iter = int(max_iter)
-        self.max_to_keep = int(max_to_keep)
+        # fvcore's own pruning stays off (max_to_keep=None): see the class docstring.
+        super().__init__(checkpointer, int(period), max_iter=int(max_iter), max_to_keep=None, file_prefix="model")
+        self.keep_last = int(max_to_keep)
+
+    def _due(self, iteration: int) -> bool:
+        last = iteration + 1 >= self.max_iter
+        return last or (self.period > 0 and (iteration + 1) % self.period == 0)
+
+    def step(self, iteration: int, **kwargs: Any) -> None:
+        """Save what ``iteration`` (0-based) owes, with ``kwargs`` as extra entries (fvcore's API)."""
+        iteration = int(iteration)
+        if not self._due(iteration):
+            return
+        if iteration + 1 >= self.max_iter:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration, **kwargs)
+            return
+        super().step(iteration, **kwargs)  # writes model_<iteration>.pth (fvcore's name)
+        newest = os.path.join(self.checkpointer.save_dir, f"{self.file_prefix}_{iteration:07d}.pth")
+        self.checkpointer.prune(self.keep_last, newest=newest)
 
     def after_step(self) -> None:
-        it = self.trainer.iter
-        last = it + 1 >= self.max_iter
-        if self.period > 0 and (it + 1) % self.period == 0 and not last:
-            path = self.checkpointer.save(f"model_{it:07d}", **_resume_state(self.trainer))
-            self.checkpointer.prune(self.max_to_keep, newest=path)
-        elif last:
-            self.checkpointer.save("model_final", **_resume_state(self.trainer))
+        # The resume state gathers every process' RNG: only on the iterations that save.
+        if self._due(self.trainer.iter):
+            state = _resume_state(self.trainer)
+            self.step(state.pop("iteration"), **state)
 
 
 class EvalHook(HookBase):

@@ -6,6 +6,19 @@ upsampling + arg-max under ``torch.inference_mode``), ``"predictor"``
 TTA / sliding window / CRF), ``"torchscript"`` and ``"onnx"`` (exported bundles). Every timed call ends with a device
 synchronisation, so latencies are wall-clock times of finished work.
 
+Timing (``torch.utils.benchmark``): each setting makes ``warmup`` untimed calls, then
+exactly ``iters`` timed calls, each timed alone with ``torch.utils.benchmark.timer``
+(the clock of ``torch.utils.benchmark.Timer``: it synchronises the accelerator before
+reading ``timeit``'s clock). The per-call times make a
+``torch.utils.benchmark.Measurement`` (one call per measurement), which gives the
+median (``p50_ms``), mean, interquartile range (``iqr_ms``) and torch's noise warning
+(``noisy``: IQR at least 10% of the median); p90/p99 are percentiles of the same
+times. ``Timer``'s own measuring methods are not used because each adds untimed calls
+of its own (``timeit(n)`` first runs ``max(n // 100, 2)``, the autorange methods a
+block-size search) and times blocks of calls, not single calls, so neither the
+number of calls nor per-call percentiles would be what the report says.
+``calls`` in each result counts the calls made (``warmup + iters``).
+
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (tensors only, reset
 before each setting); on the CPU, the process's peak resident set size, reset
 before each setting through ``/proc/self/clear_refs`` on Linux (without it,
@@ -18,17 +31,21 @@ from __future__ import annotations
 import math
 import resource
 import sys
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from torch.utils import benchmark as torch_benchmark
 
 from segkit.export.exporters import make_pipeline
 from segkit.export.runtime import ExportedSegmenter
 
-__all__ = ["BACKENDS", "BenchmarkResult", "benchmark_runner", "percentile", "format_table", "make_runner"]
+__all__ = ["BACKENDS", "BenchmarkResult", "benchmark_runner", "percentile", "format_table", "make_runner",
+           "time_calls"]
+
+# torch.utils.benchmark.Timer's clock: synchronises the accelerator, then reads timeit.default_timer.
+_clock = torch_benchmark.timer
 
 
 @dataclass
@@ -49,6 +66,12 @@ class BenchmarkResult:
     peak_memory_mb: Optional[float]
     base_memory_mb: Optional[float]
     memory_kind: str
+    # Untimed calls before the timed ones, and every call made (warmup + iters).
+    warmup: int = 0
+    calls: int = 0
+    # Interquartile range of the per-call times, and torch.utils.benchmark's noise warning.
+    iqr_ms: float = float("nan")
+    noisy: bool = False
 
     def as_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -189,6 +212,31 @@ def make_runner(
     return run_bundle
 
 
+def time_calls(run: Callable[[np.ndarray], None], arg: np.ndarray, iters: int, label: str = "segkit benchmark",
+               sub_label: Optional[str] = None, description: Optional[str] = None) -> "torch_benchmark.Measurement":
+    """Call ``run(arg)`` exactly ``iters`` times, each timed alone with ``torch.utils.benchmark.timer``.
+
+    Args:
+        run: the function to time; it should finish its work before returning.
+        arg: its argument (e.g. a uint8 NHWC batch).
+        iters: the number of calls, all timed (no warm-up here: call ``run`` before).
+        label, sub_label, description: the Measurement's task description.
+
+    Returns:
+        A ``torch.utils.benchmark.Measurement`` with one raw time per call
+        (``number_per_run=1``, seconds): ``.median``, ``.mean``, ``.iqr``, ``.times``,
+        ``.has_warnings`` and its printed form are per call.
+    """
+    times = []
+    for _ in range(iters):
+        start = _clock()
+        run(arg)
+        times.append(max(_clock() - start, 1e-9))  # as Timer: no zero durations
+    spec = torch_benchmark.TaskSpec(stmt="run(batch)", setup="pass", label=label, sub_label=sub_label,
+                                    description=description, num_threads=torch.get_num_threads())
+    return torch_benchmark.Measurement(number_per_run=1, raw_times=times, task_spec=spec)
+
+
 def benchmark_runner(
     run: Callable[[np.ndarray], None],
     sizes: Sequence[Tuple[int, int]],
@@ -199,7 +247,11 @@ def benchmark_runner(
     iters: int = 20,
     seed: int = 0,
 ) -> List[BenchmarkResult]:
-    """Time ``run`` on random uint8 NHWC batches for every (size, batch size)."""
+    """Time ``run`` on random uint8 NHWC batches for every (size, batch size).
+
+    Each setting: ``warmup`` untimed calls, then exactly ``iters`` calls timed one by
+    one (:func:`time_calls`); nothing else calls ``run``.
+    """
     if iters < 1 or warmup < 0:
         raise ValueError(f"iters must be >= 1 and warmup >= 0, got iters={iters}, warmup={warmup}.")
     rng = np.random.default_rng(seed)
@@ -212,15 +264,13 @@ def benchmark_runner(
             meter = _MemoryMeter(device)
             base = meter.current_mb()
             meter.start()
-            times = []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                run(batch)
-                times.append((time.perf_counter() - t0) * 1000.0)
-            mean = float(np.mean(times))
+            m = time_calls(run, batch, iters, label=backend, sub_label=f"batch {n} at {h}x{w}", description=str(device))
+            times = [t * 1000.0 for t in m.times]
+            mean = m.mean * 1000.0
             results.append(BenchmarkResult(
-                backend, str(device), n, h, w, iters, percentile(times, 50), percentile(times, 90),
+                backend, str(device), n, h, w, iters, m.median * 1000.0, percentile(times, 90),
                 percentile(times, 99), mean, n * 1000.0 / mean, meter.peak_mb(), base, meter.kind,
+                warmup=warmup, calls=warmup + len(m.raw_times), iqr_ms=m.iqr * 1000.0, noisy=m.has_warnings,
             ))
     return results
 
@@ -230,13 +280,22 @@ def _mb(value: Optional[float]) -> str:
 
 
 def format_table(results: Sequence[BenchmarkResult]) -> str:
-    """A fixed-width table of results, one row per setting."""
-    head = f"{'backend':<12}{'device':<8}{'batch':>6}{'size':>12}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}{'peak MB':>10}{'base MB':>10}  memory"
+    """A fixed-width table of results, one row per setting, and how they were timed."""
+    head = (f"{'backend':<12}{'device':<8}{'batch':>6}{'size':>12}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}"
+            f"{'IQR ms':>10}{'img/s':>10}{'peak MB':>10}{'base MB':>10}  memory")
     rows = [head, "-" * len(head)]
     for r in results:
         mem, base = (_mb(v) for v in (r.peak_memory_mb, r.base_memory_mb))
         rows.append(
             f"{r.backend:<12}{r.device:<8}{r.batch_size:>6}{f'{r.height}x{r.width}':>12}{r.p50_ms:>10.2f}"
-            f"{r.p90_ms:>10.2f}{r.p99_ms:>10.2f}{r.throughput_img_s:>10.2f}{mem:>10}{base:>10}  {r.memory_kind}"
+            f"{r.p90_ms:>10.2f}{r.p99_ms:>10.2f}{r.iqr_ms:>10.2f}{r.throughput_img_s:>10.2f}{mem:>10}{base:>10}"
+            f"  {r.memory_kind}{'  noisy' if r.noisy else ''}"
         )
+    if results:
+        counts = sorted({(r.warmup, r.iters, r.calls) for r in results})
+        said = "; ".join(f"{w} untimed warm-up + {i} timed = {c} calls" for w, i, c in counts)
+        rows.append(f"Per setting: {said}, each timed alone (torch.utils.benchmark's clock and Measurement).")
+    if any(r.noisy for r in results):
+        rows.append("noisy: the interquartile range is at least 10% of the median (torch.utils.benchmark's "
+                    "warning): other load on the machine, or too few --iters.")
     return "\n".join(rows)

@@ -44,8 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default=None, help="device (default: MODEL.DEVICE, else auto)")
     p.add_argument("--sizes", nargs="+", type=parse_size, default=[(512, 512)], help="HxW sizes")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls per setting before the timed ones")
+    p.add_argument("--iters", type=int, default=20,
+                   help="timed calls per setting: exactly this many, each timed alone (torch.utils.benchmark)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads of torch and onnxruntime (0 = their defaults)")
     p.add_argument("--amp", choices=("off", "fp16", "bf16"), default="off", help="autocast (backend pytorch)")
     p.add_argument("--json", default=None, help="write results here")
@@ -94,6 +95,7 @@ def main(argv=None) -> int:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
             json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "amp": args.amp,
+                       "timer": "torch.utils.benchmark (timer + Measurement, one call per measurement)",
                        "results": [r.as_dict() for r in results]}, f, indent=2)
     return 0
 
