@@ -15,6 +15,7 @@ TINY = [
     "INPUT.TRAIN_TRANSFORMS", "[]", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2",
     "SOLVER.CHECKPOINT_PERIOD", "0", "SOLVER.WARMUP_ITERS", "0", "TEST.EVAL_PERIOD", "0",
     "TEST.EVAL_POSTPROCESS", "False", "TEST.VIS_NUM_IMAGES", "0",
+    "SOLVER.AMP.ENABLED", "False",  # float32 both ways: the layout is the only difference
 ]
 
 
