@@ -524,7 +524,11 @@ def run_module(module: str, copy_root: str, args, equivalent: Dict[str, str]) ->
     print(f"{module}: {len(mutants)} mutants, tests {' '.join(tests)} ({base:.1f} s unmutated, "
           f"timeout {timeout:.0f} s)", flush=True)
     try:
-        for m in mutants:
+        for i, m in enumerate(mutants):
+            if i and i % 25 == 0:
+                done = mutants[:i]
+                print(f"  ... {i}/{len(mutants)} run: {sum(x.status in ('killed', 'timeout') for x in done)} killed, "
+                      f"{sum(x.status == 'equivalent' for x in done)} equivalent", flush=True)
             selected = tests if coverage is None else _tests_reaching(sites[m.index][4], coverage, tests)
             if not selected:  # no test runs this code: the change cannot be noticed
                 result = "passed"
@@ -614,6 +618,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _copy_tree(tmp)
         for module in modules:
             results[module] = run_module(module, tmp, args, equivalent)
+            if results[module]:  # a long run keeps what it has: the module's line, the JSON so far
+                s = summary(results[module])
+                print(f"{module}: {s['killed']}/{s['total']} killed, {s['equivalent']} equivalent, "
+                      f"{s['survived']} survived: {100 * s['score']:.1f}% "
+                      f"({100 * s['score_without_equivalent']:.1f}% without the equivalents)", flush=True)
+                _write_json(args, results)
 
     print(f"\n{'module':45s} {'killed':>7s} {'equiv':>6s} {'surv':>5s} {'total':>6s} {'score':>7s} {'w/o eq':>7s}")
     failing = False
@@ -633,11 +643,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.show_survivors:
             for line in changed_code(m.module, m.index):
                 print(f"      {line}")
+    _write_json(args, results)
+    return 1 if failing else 0
+
+
+def _write_json(args, results: Dict[str, List[Mutant]]) -> None:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"summary": summaries, "sample": args.sample, "seed": args.seed,
-                       "mutants": {k: [asdict(m) for m in v] for k, v in results.items()}}, f, indent=1)
-    return 1 if failing else 0
+            json.dump({"summary": {k: summary(v) for k, v in results.items() if v}, "sample": args.sample,
+                       "seed": args.seed, "mutants": {k: [asdict(m) for m in v] for k, v in results.items()}},
+                      f, indent=1)
 
 
 if __name__ == "__main__":
