@@ -566,3 +566,13 @@ def test_half_precision_logits_give_a_float32_loss_computed_in_float32(make, kwa
     big[:, 0] = 4.0  # every pixel predicts class 0 with p = 0.965, and is labelled 1: loss 4.05 each
     value = make(**kwargs)(big, torch.ones(1, 300, 300, dtype=torch.long))
     assert torch.isfinite(value)
+
+
+def test_median_frequency_with_a_one_pixel_class_and_mostly_absent_classes():
+    """By hand: class 0 has 1 pixel in images of 10 pixels (f = 0.1), class 1 30 of 60 (f = 0.5),
+    classes 2-4 never occur. median f = 0.3 -> raw 3 and 0.6, scaled to mean 1 over the present
+    classes; absent classes 0 (a median taken over the absent zeros would be 0)."""
+    from segkit.modeling.losses import class_weights_from_counts
+
+    got = class_weights_from_counts([1, 30, 0, 0, 0], "median_frequency", pixels_where_present=[10, 60, 0, 0, 0])
+    assert got == pytest.approx([3 / 1.8, 0.6 / 1.8, 0.0, 0.0, 0.0])
