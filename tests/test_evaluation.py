@@ -310,3 +310,16 @@ def test_inference_on_dataset_resets_moves_and_logs(caplog):
     again = inference_on_dataset(loader, ev, inference, log_period=0)  # reset: not added to the first run
     assert ev.confusion["sem_seg"].tolist() == [[1, 0], [1, 1]]
     assert again["sem_seg"]["pACC"] == first["sem_seg"]["pACC"] == pytest.approx(2 / 3)
+
+
+def test_inference_logs_every_log_period_batches_with_the_rate(caplog):
+    import logging
+
+    loader, probs = _batches()
+    ev = SemSegEvaluator(2, ["bg", "fg"], 255)
+    caplog.set_level(logging.INFO, logger="segkit.evaluation.sem_seg_evaluation")
+    inference_on_dataset(loader * 4, ev, lambda images: probs, log_period=3)
+    progress = [r.args for r in caplog.records if r.msg.startswith("Inference %d/%s")]
+    assert [(done, total) for done, total, _ in progress] == [(3, 4)]  # after the 3rd batch only
+    # batches per second since the start: a few tiny batches take far less than 100 s
+    assert progress[0][2] > 3 / 100
