@@ -147,3 +147,12 @@ def test_cfgnode_is_fvcore_subclass():
     from fvcore.common.config import CfgNode as Fv
 
     assert issubclass(CfgNode, Fv)
+
+
+def test_get_cfg_returns_an_independent_copy_of_the_defaults():
+    first = get_cfg()
+    default_classes, default_lr = first.MODEL.NUM_CLASSES, first.SOLVER.BASE_LR
+    first.MODEL.NUM_CLASSES, first.SOLVER.BASE_LR = default_classes + 7, default_lr * 3
+    second = get_cfg()
+    assert second is not first
+    assert (second.MODEL.NUM_CLASSES, second.SOLVER.BASE_LR) == (default_classes, default_lr)

@@ -64,3 +64,19 @@ def test_simplices_in_chunks_equal_one_pass(monkeypatch):
     assert chunked.num_vertices == whole.num_vertices
     assert torch.equal(chunked.offsets, whole.offsets) and torch.equal(chunked.weights, whole.weights)
     assert torch.equal(chunked.filter(values), whole.filter(values))
+
+
+def test_exp_normalize_in_place_reuses_the_memory():
+    """``inplace`` on the CPU writes into the energy while the spread is below 80 (the fast path),
+    one element included; from 80 up torch.softmax makes a new tensor."""
+    for energy in (torch.randn(50, 3, generator=torch.Generator().manual_seed(1)) * 5, torch.zeros(1, 1)):
+        expected = torch.softmax(energy, dim=1)
+        out = _exp_normalize(energy, inplace=True)
+        assert out.data_ptr() == energy.data_ptr()
+        torch.testing.assert_close(out, expected)
+    wide = torch.tensor([[0.0, -80.0], [-1.0, -2.0]])
+    out = _exp_normalize(wide, inplace=True)
+    assert out.data_ptr() != wide.data_ptr() and wide[0, 1] == -80.0  # the input is left as it was
+    torch.testing.assert_close(out, torch.softmax(wide, dim=1))
+    narrow = torch.tensor([[0.0, -79.5]])
+    assert _exp_normalize(narrow, inplace=True).data_ptr() == narrow.data_ptr()

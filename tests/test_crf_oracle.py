@@ -343,3 +343,219 @@ def test_reference_backend_with_small_weights(weights):
     ref = dense_crf(image, probs, backend="pydensecrf", **params)
     assert _distance(ref, dense_crf(image, probs, **params)) < 0.002
     assert _distance(ref, oracle(image, probs, **params)) < 0.01
+
+
+# --------------------------------------------------------------------------- what is built, and where
+def test_features_are_built_on_the_images_device():
+    """Positions are made on the images' device (the meta device: shapes only, no data)."""
+    images = torch.zeros(2, 3, 4, 3, dtype=torch.uint8, device="meta")
+    smooth, appearance = crf_module._features(images, CRFParams(**BASE))
+    assert smooth.device.type == "meta" and appearance.device.type == "meta"
+    assert smooth.shape == (2, 12, 2) and appearance.shape == (2, 12, 5)
+
+
+def test_fused_mean_field_makes_its_tables_on_the_unarys_device():
+    """The fused update's table and slice maps follow the unary (the meta device: shapes only)."""
+    from segkit.postprocess.permutohedral import LatticeFilter
+
+    image, _, _ = scene(seed=18)
+    smooth, appearance = crf_module._features(torch.from_numpy(image)[None], CRFParams(**BASE))
+    operators = [crf_module._Kernel(smooth, 3.0).operator, crf_module._Kernel(appearance, 4.0).operator]
+
+    def meta(pair):
+        return tuple(t.to("meta") for t in pair)
+
+    moved = [LatticeFilter(meta(op.splat), [meta(b) for b in op.blur], meta(op.slice), op.scale) for op in operators]
+    fused = crf_module._FusedMeanField(moved, torch.zeros(H * W, K, device="meta"))
+    assert fused.table.device.type == "meta"
+    assert fused.slice[0].device.type == "meta" and fused.slice[1].device.type == "meta"
+    assert fused.energy(torch.zeros(H * W, K, device="meta")).shape == (H * W, K)
+
+
+def test_native_crf_does_not_depend_on_the_default_dtype():
+    """A user who sets torch's default dtype to float64 gets the same float32 result."""
+    image, probs, _ = scene(seed=15)
+    expected = dense_crf(image, probs, **BASE)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        got = dense_crf(image, probs, **BASE)
+    finally:
+        torch.set_default_dtype(old)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("w1, w2, dims", [(4.0, 3.0, [2, 5]), (0.0, 3.0, [2]), (4.0, 0.0, [5]), (0.0, 0.0, [])])
+def test_a_kernel_of_weight_zero_is_not_built(monkeypatch, w1, w2, dims):
+    """Only kernels of positive weight build a lattice (smoothness: 2-D features, appearance: 5-D)."""
+    built = []
+
+    class Counting(crf_module.PermutohedralLattice):
+        def __init__(self, features):
+            built.append(features.shape[-1])
+            super().__init__(features)
+
+    monkeypatch.setattr(crf_module, "PermutohedralLattice", Counting)
+    crf_module.set_kernel_cache_size(2)
+    image, probs, _ = scene(seed=16)
+    params = dict(BASE, w1=w1, w2=w2)
+    got = dense_crf(image, probs, **params)
+    assert built == dims
+    assert len(crf_module._KERNEL_CACHE) == (1 if w2 > 0 else 0)  # no zero-weight kernel is cached either
+    assert _distance(got, oracle(image, probs, **params)) < 0.01
+
+
+# --------------------------------------------------------------------------- the pydensecrf backend's wiring
+class _FakeDenseCRF2D:
+    """Stands in for pydensecrf.densecrf.DenseCRF2D and records what the backend asks of it.
+
+    Its "inference" is softmax(-U), with the image's mean intensity / 1000 added to label 0, so a
+    result shows which unary and which image it was given.
+    """
+
+    made = []
+
+    def __init__(self, w, h, k):
+        self.calls = [("new", w, h, k)]
+        self.image = None
+        _FakeDenseCRF2D.made.append(self)
+
+    def setUnaryEnergy(self, unary):
+        assert unary.dtype == np.float32 and unary.flags.c_contiguous
+        self.unary = unary.copy()
+        self.calls.append(("unary", unary.shape))
+
+    def addPairwiseGaussian(self, sxy, compat):
+        self.calls.append(("gaussian", sxy, compat))
+
+    def addPairwiseBilateral(self, sxy, srgb, rgbim, compat):
+        assert rgbim.dtype == np.uint8 and rgbim.flags.c_contiguous
+        self.image = rgbim.copy()
+        self.calls.append(("bilateral", sxy, srgb, compat))
+
+    def inference(self, iterations):
+        self.calls.append(("inference", iterations))
+        return _fake_result(self.unary, self.image)
+
+
+def _fake_result(unary, image):
+    e = np.exp(-unary.astype(np.float64))
+    q = e / e.sum(0)
+    if image is not None:
+        q[0] += image.mean() / 1000.0
+    return q.astype(np.float32)
+
+
+class _FakePool:
+    """Stands in for ProcessPoolExecutor: runs in process, records its size, use and shutdown."""
+
+    made = []
+
+    def __init__(self, max_workers=None):
+        self.max_workers, self.maps, self.shutdowns = max_workers, 0, []
+        _FakePool.made.append(self)
+
+    def map(self, fn, *iterables):
+        self.maps += 1
+        return map(fn, *iterables)
+
+    def shutdown(self, wait=True):
+        self.shutdowns.append(wait)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown(wait=True)
+
+
+@pytest.fixture
+def fake_reference(monkeypatch):
+    import types
+
+    _FakeDenseCRF2D.made, _FakePool.made = [], []
+    fake = types.SimpleNamespace(DenseCRF2D=_FakeDenseCRF2D)
+    monkeypatch.setattr(crf_module, "_import_pydensecrf", lambda: fake)
+    monkeypatch.setattr(crf_module, "ProcessPoolExecutor", _FakePool)
+    return fake
+
+
+def _two_scenes(n=2):
+    scenes = [scene(seed=20 + i) for i in range(n)]
+    images = np.stack([np.ascontiguousarray(s[0][:, ::-1] if i % 2 else s[0]) for i, s in enumerate(scenes)])
+    probs = np.stack([s[1] for s in scenes])
+    return images, probs
+
+
+@pytest.mark.parametrize("weights", [dict(w1=4.0, w2=3.0), dict(w1=0.0, w2=3.0), dict(w1=4.0, w2=0.0),
+                                     dict(w1=0.0, w2=0.0)])
+def test_reference_backend_passes_every_parameter(fake_reference, weights):
+    image, probs, _ = scene(seed=17)
+    params = CRFParams(**dict(BASE, **weights))
+    out = dense_crf(image, probs, backend="pydensecrf", **dict(BASE, **weights))
+    (crf,) = _FakeDenseCRF2D.made
+    expected = [("new", W, H, K), ("unary", (K, H * W))]
+    if params.w2 > 0:
+        expected.append(("gaussian", params.theta_gamma, params.w2))
+    if params.w1 > 0:
+        expected.append(("bilateral", params.theta_alpha, params.theta_beta, params.w1))
+    expected.append(("inference", params.iterations))
+    assert crf.calls == expected
+    unary = -np.log(np.clip(probs, 1e-5, 1.0)).reshape(K, -1)
+    np.testing.assert_allclose(crf.unary, unary, rtol=1e-6)
+    want = _fake_result(unary, image if params.w1 > 0 else None).reshape(K, H, W)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("num_workers, batch, pool_size", [(0, 2, None), (1, 3, None), (2, 1, None), (3, 2, 2),
+                                                          (2, 3, 2)])
+def test_reference_batch_runs_in_process_or_in_a_pool_of_the_right_size(fake_reference, num_workers, batch,
+                                                                        pool_size):
+    """num_workers 0 or 1, or a single image: in process; else a pool of min(num_workers, batch)
+    processes for the call, shut down (waiting) before it returns."""
+    images, probs = _two_scenes(batch)
+    out = dense_crf_batch(torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs),
+                          CRFParams(**BASE), backend="pydensecrf", num_workers=num_workers)
+    if pool_size is None:
+        assert _FakePool.made == []
+    else:
+        (pool,) = _FakePool.made
+        assert pool.max_workers == pool_size and pool.maps == 1 and pool.shutdowns == [True]
+    for i in range(batch):  # each image with its own probabilities, in order
+        unary = -np.log(np.clip(probs[i], 1e-5, 1.0)).reshape(K, -1)
+        np.testing.assert_allclose(out[i].numpy(), _fake_result(unary, images[i]).reshape(K, H, W), rtol=1e-6)
+
+
+def test_reference_batch_uses_a_given_pool_for_several_images_only(fake_reference):
+    """A persistent pool (what DenseCRF keeps) takes batches of two or more; one image runs in process."""
+    images, probs = _two_scenes(2)
+    pool = _FakePool(max_workers=2)
+    args = (torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs), CRFParams(**BASE), "pydensecrf")
+    dense_crf_batch(*args, num_workers=2, executor=pool)
+    assert pool.maps == 1 and pool.shutdowns == [] and len(_FakePool.made) == 1  # no pool of its own
+    dense_crf_batch(args[0][:1], args[1][:1], *args[2:], num_workers=2, executor=pool)
+    assert pool.maps == 1 and len(_FakeDenseCRF2D.made) == 3
+
+
+@pytest.mark.parametrize("num_workers, pool_size", [(0, None), (1, None), (3, 3)])
+def test_post_processor_pool_size_reuse_and_shutdown(fake_reference, num_workers, pool_size):
+    images, probs = _two_scenes(2)
+    images_t, probs_t = torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(probs)
+    crf = DenseCRF(CRFParams(**BASE), backend="pydensecrf", num_workers=num_workers)
+    first = crf(probs_t, images_t)
+    second = crf(probs_t, images_t)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    if pool_size is None:
+        assert _FakePool.made == [] and crf._executor is None
+        return
+    (pool,) = _FakePool.made  # one pool, kept between batches
+    assert pool.max_workers == pool_size and pool.maps == 2 and crf._executor is pool
+    crf.close()
+    assert pool.shutdowns == [True] and crf._executor is None  # close() waits for the workers
+    crf = DenseCRF(CRFParams(**BASE), backend="pydensecrf", num_workers=num_workers)
+    crf(probs_t, images_t)
+    pool = crf._executor
+    crf.__del__()
+    assert pool.shutdowns == [False]  # garbage collection does not wait

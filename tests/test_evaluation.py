@@ -310,3 +310,50 @@ def test_inference_on_dataset_resets_moves_and_logs(caplog):
     again = inference_on_dataset(loader, ev, inference, log_period=0)  # reset: not added to the first run
     assert ev.confusion["sem_seg"].tolist() == [[1, 0], [1, 1]]
     assert again["sem_seg"]["pACC"] == first["sem_seg"]["pACC"] == pytest.approx(2 / 3)
+
+
+def test_inference_logs_every_log_period_batches_with_the_rate(caplog):
+    import logging
+
+    loader, probs = _batches()
+    ev = SemSegEvaluator(2, ["bg", "fg"], 255)
+    caplog.set_level(logging.INFO, logger="segkit.evaluation.sem_seg_evaluation")
+    inference_on_dataset(loader * 4, ev, lambda images: probs, log_period=3)
+    progress = [r.args for r in caplog.records if r.msg.startswith("Inference %d/%s")]
+    assert [(done, total) for done, total, _ in progress] == [(3, 4)]  # after the 3rd batch only
+    # batches per second since the start: a few tiny batches take far less than 100 s
+    assert progress[0][2] > 3 / 100
+
+
+def test_multi_task_evaluator_scores_each_label_set_on_its_own_channels(tmp_path):
+    from segkit.evaluation.multi_task import MultiTaskSemSegEvaluator
+
+    for bad in ([], [("parts", ["a", "b"])]):
+        with pytest.raises(ValueError, match="first label set must be the main one"):
+            MultiTaskSemSegEvaluator(bad)
+    ev = MultiTaskSemSegEvaluator([("sem_seg", ["bg", "fg"]), ("parts", ["x", "y", "z"])], output_dir=str(tmp_path),
+                                  dataset_name="d", num_samples_kept=2)
+    main, parts = ev.evaluators["sem_seg"], ev.evaluators["parts"]
+    assert (main.dataset_name, parts.dataset_name) == ("d", "d_parts")
+    assert (main.num_samples_kept, parts.num_samples_kept) == (2, 0)  # pictures of the main set only
+    # one 1x3 image: main truth [0, 1, 1], parts truth [2, 0, 1]
+    target = torch.tensor([[[[0, 1, 1]], [[2, 0, 1]]]])
+    # channels 0-1 score the main set (arg-max [0, 1, 0]), channels 2-4 the parts (arg-max [2, 0, 0])
+    scores = torch.tensor([[[[0.9, 0.1, 0.8]], [[0.1, 0.9, 0.2]],
+                            [[0.1, 0.8, 0.7]], [[0.2, 0.1, 0.2]], [[0.7, 0.1, 0.1]]]])
+    batch = {"sem_seg": target, "image": torch.zeros(1, 3, 1, 3, dtype=torch.uint8)}
+    ev.process(batch, {"sem_seg": scores, "sem_seg+X": scores.flip(1)})
+    res = ev.evaluate()
+    assert sorted(res) == ["parts", "parts+X", "sem_seg", "sem_seg+X"]
+    assert main.confusion["sem_seg"].tolist() == [[1, 0], [1, 1]]
+    assert parts.confusion["sem_seg"].tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 1]]
+    assert res["sem_seg"]["pACC"] == pytest.approx(2 / 3) and res["parts"]["pACC"] == pytest.approx(2 / 3)
+    assert len(ev.samples) == 1 and parts.samples == []
+    with pytest.raises(ValueError, match=r"needs targets \(N, 2, H, W\)"):
+        ev.process({"sem_seg": target[:, :1]}, {"sem_seg": scores})
+    with pytest.raises(ValueError, match=r"needs targets \(N, 2, H, W\)"):
+        ev.process({"sem_seg": target[:, 0]}, {"sem_seg": scores})
+    with pytest.raises(ValueError, match="has 4 channels; the label sets need 5"):
+        ev.process(batch, {"sem_seg": scores[:, :4]})
+    ev.reset()
+    assert main.matrices == {} and parts.matrices == {} and ev.samples == []

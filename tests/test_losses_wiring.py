@@ -500,3 +500,79 @@ def test_fraction_sampling_keeps_at_least_one_cell_per_image():
     valid = torch.ones_like(target, dtype=torch.bool)
     a, z = LossSampler(0.001, "fraction", seed=0)(logits, target, valid, valid.float())  # round(0.064) = 0
     assert (a > 0).flatten(1).sum(1).tolist() == [1, 1] and set(a[a > 0].tolist()) == {64.0}
+
+
+# --------------------------------------------------------------------------- precision and device
+def test_ohem_ranks_half_precision_logits_in_float32():
+    """Half-precision logits (a model run in float16): true-class probabilities 1/2 and
+    sigmoid(2^-11) = 0.50012 are one float16 value but two different pixels to rank."""
+    logits = torch.zeros(1, 2, 1, 3, dtype=torch.float16)
+    logits[0, 0, 0, 1] = 2.0 ** -11
+    logits[0, 0, 0, 2] = 3.0  # an easy pixel
+    assert torch.sigmoid(logits[0, 0, 0, :2].float()).half().unique().numel() == 1  # the premise
+    target = torch.zeros(1, 1, 3, dtype=torch.long)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    keep = OhemSelector(thresh=0.1, min_kept=1).keep_mask(logits, target, valid)
+    assert keep.tolist() == [[[True, False, False]]]
+
+
+@pytest.mark.parametrize("mode", ["bernoulli", "fraction"])
+def test_sampler_makes_its_tensors_on_the_inputs_device(mode):
+    """Every tensor the sampler creates follows its inputs (the meta device: shapes only)."""
+    meta = torch.device("meta")
+    target = torch.zeros(2, 4, 6, dtype=torch.long, device=meta)
+    valid = torch.ones(2, 4, 6, dtype=torch.bool, device=meta)
+    a, z = LossSampler(0.5, mode)(torch.zeros(2, 3, 4, 6, device=meta), target, valid, valid.float())
+    assert a.device == meta and z.device == meta and a.shape == (2, 4, 6)
+
+
+def test_fraction_keeps_the_cells_with_the_lowest_draws(monkeypatch):
+    """In each image the k valid cells with the lowest random draws are kept, whatever the image's
+    index: in image 4, draws one float32 step apart are still told apart (4 + draw in float32 is not)."""
+    n, w = 5, 8
+    u = torch.rand(n, 1, w, generator=torch.Generator().manual_seed(0))
+    u[4, 0] = 0.5 + 2.0 ** -24 * torch.arange(w - 1, -1, -1, dtype=torch.float64)  # exact in float32
+    assert (4 + u[4, 0]).unique().numel() < w  # the premise: float32 keys would tie
+    monkeypatch.setattr(LossSampler, "_uniform", lambda self, shape, device: u.reshape(shape).to(device))
+    target = torch.zeros(n, 1, w, dtype=torch.long)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[1, 0, 0] = False
+    a, _ = LossSampler(0.25, "fraction", seed=0)(torch.zeros(n, 2, 1, w), target, valid, valid.float())
+    for b in range(n):
+        cells = [i for i in range(w) if valid[b, 0, i]]
+        lowest = sorted(cells, key=lambda i: float(u[b, 0, i]))[: round(0.25 * len(cells))]
+        assert sorted((a[b, 0] > 0).nonzero().flatten().tolist()) == sorted(lowest), b
+
+
+@pytest.mark.parametrize("make", [
+    lambda **kw: CrossEntropy(**kw),  # the fused path
+    lambda **kw: CrossEntropy(selector=OhemSelector(0.7, 5), **kw),  # the generic path
+    lambda **kw: Focal(gamma=2.0, **kw),
+], ids=["ce", "ohem", "focal"])
+@pytest.mark.parametrize("kwargs", [{}, {"normalize": False}, {"class_weight": [0.5, 2.0, 1.0]}],
+                         ids=["mean", "sum", "weighted"])
+def test_half_precision_logits_give_a_float32_loss_computed_in_float32(make, kwargs):
+    """A model run in float16 (without autocast): the loss is computed in float32 and returned
+    as float32, so it neither loses precision nor overflows (a float16 sum over 300 x 300 pixels
+    would be inf: float16 ends at 65504)."""
+    logits, target = _batch(seed=16, n=2, h=10, w=12)
+    half = logits.half()
+    got = make(**kwargs)(half, target)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(make(**kwargs)(half.float(), target).item(), rel=1e-6)
+    # ... also when the loss module itself was converted with .half() (its class weights too)
+    assert make(**kwargs).half()(half, target).item() == pytest.approx(got.item(), rel=1e-6)
+    big = torch.zeros(1, 3, 300, 300, dtype=torch.float16)
+    big[:, 0] = 4.0  # every pixel predicts class 0 with p = 0.965, and is labelled 1: loss 4.05 each
+    value = make(**kwargs)(big, torch.ones(1, 300, 300, dtype=torch.long))
+    assert torch.isfinite(value)
+
+
+def test_median_frequency_with_a_one_pixel_class_and_mostly_absent_classes():
+    """By hand: class 0 has 1 pixel in images of 10 pixels (f = 0.1), class 1 30 of 60 (f = 0.5),
+    classes 2-4 never occur. median f = 0.3 -> raw 3 and 0.6, scaled to mean 1 over the present
+    classes; absent classes 0 (a median taken over the absent zeros would be 0)."""
+    from segkit.modeling.losses import class_weights_from_counts
+
+    got = class_weights_from_counts([1, 30, 0, 0, 0], "median_frequency", pixels_where_present=[10, 60, 0, 0, 0])
+    assert got == pytest.approx([3 / 1.8, 0.6 / 1.8, 0.0, 0.0, 0.0])

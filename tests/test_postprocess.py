@@ -95,6 +95,12 @@ def test_window_starts_cover_the_image(size, crop, stride, expected):
     assert covered == set(range(size))
 
 
+@pytest.mark.parametrize("crop, stride", [(0, 2), (4, 0), (-1, 2)])
+def test_window_of_no_size_or_no_stride_is_refused(crop, stride):
+    with pytest.raises(ValueError, match="must be positive"):
+        window_starts(10, crop, stride)
+
+
 def test_stride_larger_than_crop_is_refused():
     with pytest.raises(ValueError, match="would leave pixels uncovered"):
         window_starts(9, 4, 5)

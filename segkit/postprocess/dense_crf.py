@@ -205,7 +205,7 @@ class _FusedMeanField:
         self.blur = [op.blur for op in operators]
         own = torch.arange(m, m + p, device=device, dtype=itype)[:, None]
         slice_cols = [own] + [op.slice[0] + start for op, start in zip(operators, self.starts)]
-        slice_vals = [torch.ones(p, 1, device=device)] + [op.slice[1] for op in operators]
+        slice_vals = [torch.ones(p, 1, dtype=torch.float32, device=device)] + [op.slice[1] for op in operators]
         self.slice = (torch.cat(slice_cols, dim=1), torch.cat(slice_vals, dim=1))
         self.sizes = sizes
 
@@ -392,7 +392,7 @@ def dense_crf_batch(
         num_workers: worker processes for the pydensecrf backend (0 or 1: in process);
             a pool is started for the call unless ``executor`` is given.
         executor: a persistent process pool for the pydensecrf backend (what
-            :class:`DenseCRF` keeps between batches).
+            :class:`DenseCRF` keeps between batches); a batch of one image runs in process.
 
     Returns:
         (N, K, H, W) float32 refined probabilities, on ``probs``' device.
@@ -468,8 +468,8 @@ class DenseCRF:
         params: CRF parameters.
         backend: ``"native"``, ``"pydensecrf"`` or ``"auto"`` (pydensecrf when installed,
             else native); :attr:`backend` holds the one chosen.
-        num_workers: worker processes for the pydensecrf backend, started at the
-            first batch and kept until :meth:`close` (or garbage collection).
+        num_workers: worker processes for the pydensecrf backend (0 or 1: in process),
+            started at the first batch and kept until :meth:`close` (or garbage collection).
 
     Images are RGB (segkit keeps them RGB from the reader to the model), which is
     what the appearance kernel is fed, as in DeepLab.
@@ -501,12 +501,12 @@ class DenseCRF:
         return out.to(probs.dtype)
 
     def close(self) -> None:
-        """Stop the pydensecrf worker processes, if any were started."""
+        """Stop the pydensecrf worker processes, if any were started, and wait for them to exit."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def __del__(self) -> None:  # best effort; close() is the explicit way
+    def __del__(self) -> None:  # best effort, without waiting; close() is the explicit way
         executor = getattr(self, "_executor", None)
         if executor is not None:
             executor.shutdown(wait=False)

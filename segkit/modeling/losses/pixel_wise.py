@@ -134,25 +134,25 @@ class CrossEntropy(PixelWiseLoss):
     """Softmax cross-entropy, ``-log softmax(logits)[target]`` per pixel."""
 
     def pixel_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, target, reduction="none")
+        return F.cross_entropy(logits.float(), target, reduction="none")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits: (N, K, H, W); target: (N, H, W) int64. Returns a scalar."""
         if self.selector is not None:
             return super().forward(logits, target)
-        # Without a selector one fused call does the weighted sum (same value and gradient).
+        # Without a selector one fused call does the weighted sum (same value and gradient), in float32.
         check_inputs(logits, target)
         target = target.long()
-        weight = None if self.class_weight is None else self.class_weight.to(logits.dtype)
-        total = F.cross_entropy(logits, target, weight=weight, ignore_index=self.ignore_value, reduction="sum")
+        weight = None if self.class_weight is None else self.class_weight.float()
+        total = F.cross_entropy(logits.float(), target, weight=weight, ignore_index=self.ignore_value, reduction="sum")
         if not self.normalize:
-            return total.float() / target.shape[0]
+            return total / target.shape[0]
         valid = target != self.ignore_value
         if self.class_weight is None:
             z = valid.sum().to(torch.float32)
         else:
             z = (self.class_weight[torch.where(valid, target, torch.zeros_like(target))] * valid).sum()
-        return total.float() / z.clamp_min(torch.finfo(torch.float32).tiny)
+        return total / z.clamp_min(torch.finfo(torch.float32).tiny)
 
 
 @LOSS_REGISTRY.register()

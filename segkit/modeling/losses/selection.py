@@ -70,8 +70,8 @@ class LossSampler:
     reproduces the paper's final-layer cells) is kept:
 
     * ``mode="bernoulli"``: independently with probability ``rate``;
-    * ``mode="fraction"``: exactly ``round(rate * n)`` of the ``n`` valid cells of each
-      image (at least one), uniformly without replacement.
+    * ``mode="fraction"``: exactly ``round(rate * n)`` of the ``n`` valid cells of each image
+      (at least one), uniformly without replacement: the cells with the lowest uniform draws.
 
     Kept pixels are weighted by the inverse of their inclusion probability
     (Horvitz-Thompson), and the sum is divided by the full loss's normaliser, so the
