@@ -3,23 +3,16 @@
 Structure only (names, positive CPU times, parts adding up to the whole within a wide
 tolerance), never speeds: the numbers come from a shared machine.
 """
-import importlib.util
 import json
-import os
-import sys
 
 import pytest
 
-BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "crf.py")
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def crf_bench():
-    spec = importlib.util.spec_from_file_location("segkit_bench_crf", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/crf.py", "segkit_bench_crf")
 
 
 def test_native_stages_cover_the_whole_call(crf_bench):

@@ -1,23 +1,16 @@
 """benchmarks/models.py's product comparison builds its three pipelines from the default config."""
 import argparse
-import importlib.util
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-BENCH = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "models.py")
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def models_bench():
-    spec = importlib.util.spec_from_file_location("segkit_bench_models", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/models.py", "segkit_bench_models")
 
 
 @pytest.mark.filterwarnings("ignore")

@@ -1,22 +1,11 @@
 """benchmarks/main_job_levers.py: the kept measurements print as a table and draw one curve per run."""
-import importlib.util
 import json
-import os
-import sys
 
-SCRIPT = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "main_job_levers.py")
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("segkit_bench_main_job_levers", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from script_loader import load_script
 
 
 def test_kept_results_table_and_picture(tmp_path, capsys):
-    levers = _load()
+    levers = load_script("benchmarks/main_job_levers.py", "segkit_bench_main_job_levers")
     with open(levers.RESULTS, encoding="utf-8") as f:
         results = json.load(f)
     out = tmp_path / "levers.png"
