@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 from segkit.config import get_cfg
-from segkit.engine import DefaultTrainer, EventStorage, NonFiniteLossError, SimpleTrainer
+from segkit.engine import DefaultTrainer, EventStorage, NonFiniteLossError, SimpleTrainer, train_loop
 from segkit.engine.events import ConsolePrinter, JSONWriter
-from segkit.engine.hooks import DEFAULT_HOOKS, LRScheduler, PeriodicWriter
-from segkit.engine import train_loop
+from segkit.engine.hooks import DEFAULT_HOOKS, LRScheduler
 from segkit.engine.train_loop import HookBase, resolve_amp_dtype
 from segkit.evaluation import SemSegEvaluator
 from segkit.registry import HOOK_REGISTRY
