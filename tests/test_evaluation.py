@@ -357,3 +357,54 @@ def test_multi_task_evaluator_scores_each_label_set_on_its_own_channels(tmp_path
         ev.process(batch, {"sem_seg": scores[:, :4]})
     ev.reset()
     assert main.matrices == {} and parts.matrices == {} and ev.samples == []
+
+
+def test_evaluate_logs_the_per_class_table_of_each_variant_on_the_main_process(caplog):
+    import logging
+
+    ev = SemSegEvaluator(2, ["bg", "fg"], dataset_name="tiny")
+    ev.process({"sem_seg": torch.tensor([[0, 1]])},
+               {"sem_seg": torch.tensor([[0, 0]]), "sem_seg+X": torch.tensor([[0, 1]])})
+    caplog.set_level(logging.INFO, logger="segkit.evaluation.sem_seg_evaluation")
+    ev.evaluate()
+    logged = [r.args[:2] for r in caplog.records if r.msg.startswith("Evaluation of %s on %s")]
+    assert logged == [("sem_seg", "tiny"), ("sem_seg+X", "tiny")]
+
+
+def test_build_evaluator_by_name_and_the_evaluator_contract(tmp_path):
+    from segkit.config import get_cfg
+    from segkit.config.configurable import ComponentError
+    from segkit.data.catalog import DatasetCatalog, MetadataCatalog, register_semseg
+    from segkit.evaluation.sem_seg_evaluation import build_evaluator
+
+    class _NoProcess:
+        def __init__(self, dataset_name, output_dir):
+            self.reset = self.evaluate = lambda: {}
+
+    EVALUATOR_REGISTRY.register(_NoProcess, name="_NoProcessEval")
+    register_semseg("eval_build_tiny", lambda root: [], ["bg", "fg"], [(0, 0, 0), (1, 1, 1)])
+    try:
+        cfg = get_cfg()
+        cfg.MODEL.NUM_CLASSES = 2
+        cfg.TEST.EVALUATOR = "_NoProcessEval"
+        ev = build_evaluator(cfg, "eval_build_tiny", str(tmp_path), name="SemSegEvaluator")  # name wins
+        assert isinstance(ev, SemSegEvaluator) and ev.class_names == ["bg", "fg"] and ev.output_dir == str(tmp_path)
+        with pytest.raises(ComponentError, match=r"built _NoProcess, which lacks \['process'\]; an evaluator needs"):
+            build_evaluator(cfg, "eval_build_tiny")
+    finally:
+        EVALUATOR_REGISTRY.unregister("_NoProcessEval")
+        DatasetCatalog.remove("eval_build_tiny")
+        MetadataCatalog.remove("eval_build_tiny")
+
+
+def test_rank_zero_of_an_initialised_group_writes_the_json(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 1)
+    ev = SemSegEvaluator(2, ["a", "b"], output_dir=str(tmp_path), dataset_name="r0")
+    ev.process({"sem_seg": torch.tensor([[0, 1]])}, {"sem_seg": torch.tensor([[0, 1]])})
+    assert ev.evaluate()["sem_seg"]["mIoU"] == 1.0
+    saved = json.loads((tmp_path / "sem_seg_evaluation_r0.json").read_text())
+    assert saved["confusion_matrix"]["sem_seg"] == [[1, 0], [0, 1]]
