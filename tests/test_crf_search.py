@@ -118,3 +118,10 @@ def test_deeplab_grid_is_the_paper_s_first_round():
     assert DEEPLAB_GRID == {"w1": (3.0, 4.0, 5.0, 6.0),
                             "theta_alpha": (30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0),
                             "theta_beta": (3.0, 4.0, 5.0, 6.0)}
+
+
+def test_fragment_keeps_the_keys_in_reading_order():
+    best = CRFSearchResult(CRFParams(w1=5.0, theta_alpha=70.0, theta_beta=4.0, iterations=7), 0.61)
+    assert crf_config_fragment(best) == (
+        "POSTPROCESS:\n  CHAIN:\n  - DenseCRF\n  CRF:\n    BACKEND: native\n    W1: 5.0\n    THETA_ALPHA: 70.0\n"
+        "    THETA_BETA: 4.0\n    W2: 3.0\n    THETA_GAMMA: 3.0\n    ITERATIONS: 7\n")
