@@ -242,3 +242,13 @@ def test_non_utf8_config_names_the_line_and_offset(tmp_path):
     bom = tmp_path / "bom.yaml"
     bom.write_bytes(b"\xef\xbb\xbfSEED: 5\n")  # a UTF-8 byte-order mark is dropped
     assert load_config(str(bom), load_plugins=False).SEED == 5
+
+
+def test_load_config_without_plugins_asks_for_none(monkeypatch):
+    import segkit.plugins as plugins
+
+    asked = []
+    monkeypatch.delenv("SEGKIT_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setattr(plugins, "load_plugins", lambda allow, on_error, disabled: asked.append(disabled) or [])
+    assert load_config(None, ["SEED", "4"], load_plugins=False).SEED == 4
+    assert asked[:1] == [True]  # load_config's own call (get_cfg's may follow when no plugin was ever loaded)

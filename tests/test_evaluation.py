@@ -323,6 +323,9 @@ def test_inference_logs_every_log_period_batches_with_the_rate(caplog):
     assert [(done, total) for done, total, _ in progress] == [(3, 4)]  # after the 3rd batch only
     # batches per second since the start: a few tiny batches take far less than 100 s
     assert progress[0][2] > 3 / 100
+    # the whole loop's duration, measured from the start: between 0 and a generous 100 s
+    (done,) = [r.args for r in caplog.records if r.msg.startswith("Inference done in")]
+    assert 0 <= done[0] < 100
 
 
 def test_multi_task_evaluator_scores_each_label_set_on_its_own_channels(tmp_path):
@@ -406,5 +409,17 @@ def test_rank_zero_of_an_initialised_group_writes_the_json(tmp_path, monkeypatch
     ev = SemSegEvaluator(2, ["a", "b"], output_dir=str(tmp_path), dataset_name="r0")
     ev.process({"sem_seg": torch.tensor([[0, 1]])}, {"sem_seg": torch.tensor([[0, 1]])})
     assert ev.evaluate()["sem_seg"]["mIoU"] == 1.0
-    saved = json.loads((tmp_path / "sem_seg_evaluation_r0.json").read_text())
-    assert saved["confusion_matrix"]["sem_seg"] == [[1, 0], [0, 1]]
+    text = (tmp_path / "sem_seg_evaluation_r0.json").read_text()
+    assert json.loads(text)["confusion_matrix"]["sem_seg"] == [[1, 0], [0, 1]]
+    assert text.startswith('{\n  "dataset": "r0",\n  "iteration": null,\n')  # indented for people to read
+
+
+def test_samples_are_kept_per_image_of_a_wide_batch():
+    # N = 2 images of 1 x 3 pixels, two inputs stacked (6 channels): one sample per image (not per
+    # row), up to num_samples_kept, showing the first input's 3 channels
+    ev = SemSegEvaluator(2, ["a", "b"], num_samples_kept=5)
+    images = torch.arange(36, dtype=torch.uint8).reshape(2, 6, 1, 3)
+    gt = torch.tensor([[[0, 1, 1]], [[1, 0, 0]]])
+    ev.process({"sem_seg": gt, "image": images}, {"sem_seg": gt})
+    assert len(ev.samples) == 2
+    assert torch.equal(ev.samples[1]["image"], images[1, :3]) and torch.equal(ev.samples[1]["pred"]["sem_seg"], gt[1])
