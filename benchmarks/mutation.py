@@ -55,6 +55,7 @@ TEST_MAP: List[Tuple[str, Sequence[str]]] = [
     ("segkit/evaluation/multi_task.py", ["tests/test_evaluation.py", "tests/test_benchmark_configs.py"]),
     ("segkit/postprocess/chain.py", ["tests/test_postprocess.py", "tests/test_crf_valid_region.py"]),
     ("segkit/config/locate.py", ["tests/test_config.py", "tests/test_model_zoo.py"]),
+    ("segkit/config/configurable.py", ["tests/test_config.py", "tests/test_configurable.py"]),
     ("segkit/config/validate.py", ["tests/test_config.py", "tests/test_solver.py", "tests/test_reliability_inputs.py"]),
     ("segkit/evaluation/*.py", ["tests/test_evaluation.py"]),
     ("segkit/modeling/losses/*.py", ["tests/test_losses_wiring.py", "tests/test_losses.py"]),

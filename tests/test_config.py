@@ -156,3 +156,99 @@ def test_get_cfg_returns_an_independent_copy_of_the_defaults():
     second = get_cfg()
     assert second is not first
     assert (second.MODEL.NUM_CLASSES, second.SOLVER.BASE_LR) == (default_classes, default_lr)
+
+
+# ----------------------------------------------------------------------------- the schedule checks (validate.py)
+def _schedule(**solver):
+    cfg = get_cfg()
+    for key, value in solver.items():
+        setattr(cfg.SOLVER, key, value)
+    return cfg
+
+
+@pytest.mark.parametrize("steps", [[1, 99], [50], [1, 2]])
+def test_multistep_steps_at_the_edges_of_the_range_are_accepted(steps):
+    from segkit.config.validate import validate_schedule
+
+    cfg = _schedule(LR_SCHEDULER_NAME="MultiStepLR", MAX_ITER=100, WARMUP_ITERS=0, STEPS=steps)
+    validate_schedule(cfg)  # no error
+    assert list(cfg.SOLVER.STEPS) == steps and cfg.SOLVER.MAX_ITER == 100
+
+
+@pytest.mark.parametrize("steps", [[0, 50], [50, 100], [40, 40], [60, 30], [5, 50, 50]])
+def test_multistep_steps_outside_the_range_or_not_increasing_are_refused(steps):
+    from segkit.config.validate import validate_schedule
+
+    message = r"SOLVER\.STEPS must increase strictly and lie in \(0, SOLVER\.MAX_ITER=100\)"
+    with pytest.raises(ConfigError, match=message):
+        validate_schedule(_schedule(LR_SCHEDULER_NAME="MultiStepLR", MAX_ITER=100, WARMUP_ITERS=0, STEPS=steps))
+
+
+def test_schedule_edge_values_are_accepted_and_zero_counts_allowed():
+    import warnings
+
+    from segkit.config.validate import clamped_warmup, validate_schedule
+
+    cfg = _schedule(MAX_ITER=1, WARMUP_ITERS=0, CHECKPOINT_PERIOD=0, MAX_TO_KEEP=0)
+    cfg.TEST.EVAL_PERIOD = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warm-up == MAX_ITER is no clamp: no warning
+        validate_schedule(cfg)
+        assert clamped_warmup(20, 20) == 20
+    assert (cfg.SOLVER.MAX_ITER, cfg.SOLVER.WARMUP_ITERS) == (1, 0)
+    with pytest.raises(ConfigError, match=r"TEST\.EVAL_PERIOD must be >= 0, got -1"):
+        cfg.TEST.EVAL_PERIOD = -1
+        validate_schedule(cfg)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_warm_up_clamp_keeps_the_frozen_state(frozen):
+    from segkit.config.validate import validate_schedule
+
+    cfg = _schedule(MAX_ITER=20, WARMUP_ITERS=50)
+    if frozen:
+        cfg.freeze()
+    with pytest.warns(UserWarning, match=r"SOLVER\.WARMUP_ITERS \(50\) exceeds SOLVER\.MAX_ITER \(20\)"):
+        validate_schedule(cfg)
+    assert cfg.SOLVER.WARMUP_ITERS == 20
+    assert cfg.is_frozen() is frozen
+
+
+def test_warm_up_warning_points_at_load_config():
+    # stacklevel: one location (load_config's call) for every caller, so Python's default
+    # filter shows the warning once per process rather than once per calling line.
+    import segkit.config.config as config_module
+
+    with pytest.warns(UserWarning, match="WARMUP_ITERS") as record:
+        load_config(None, ["SOLVER.MAX_ITER", "20", "SOLVER.WARMUP_ITERS", "50"], load_plugins=False)
+    assert [w.filename for w in record if "WARMUP_ITERS" in str(w.message)] == [config_module.__file__]
+
+
+def test_merge_into_a_frozen_config_applies_and_keeps_it_frozen():
+    cfg = get_cfg()
+    cfg.freeze()
+    cfg.merge_from_list(["SEED", "11"])
+    assert cfg.SEED == 11 and cfg.is_frozen()
+    thawed = get_cfg()
+    thawed.merge_from_list(["SEED", "12"])
+    assert thawed.SEED == 12 and not thawed.is_frozen()
+
+
+def test_non_utf8_config_names_the_line_and_offset(tmp_path):
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"SEED: 3\nOUTPUT_DIR: caf\xe9\n")  # Latin-1 e-acute on line 2, byte offset 23
+    with pytest.raises(ConfigError, match=r"latin\.yaml is not valid UTF-8: byte b'\\xe9' at line 2 \(offset 23\)"):
+        load_config(str(path), load_plugins=False)
+    bom = tmp_path / "bom.yaml"
+    bom.write_bytes(b"\xef\xbb\xbfSEED: 5\n")  # a UTF-8 byte-order mark is dropped
+    assert load_config(str(bom), load_plugins=False).SEED == 5
+
+
+def test_load_config_without_plugins_asks_for_none(monkeypatch):
+    import segkit.plugins as plugins
+
+    asked = []
+    monkeypatch.delenv("SEGKIT_DISABLE_PLUGINS", raising=False)
+    monkeypatch.setattr(plugins, "load_plugins", lambda allow, on_error, disabled: asked.append(disabled) or [])
+    assert load_config(None, ["SEED", "4"], load_plugins=False).SEED == 4
+    assert asked[:1] == [True]  # load_config's own call (get_cfg's may follow when no plugin was ever loaded)

@@ -100,3 +100,28 @@ def test_tool_help_lists_its_options():
                          capture_output=True, text=True, check=True, timeout=60).stdout
     for option in ("--config-file", "--weights", "--num-images", "--w1", "--theta-alpha", "--theta-beta", "--output"):
         assert option in out
+
+
+def test_mean_iou_counts_a_class_seen_once_and_refuses_labels_out_of_range():
+    # class 0: tp 2, union 3; class 1 only predicted once: tp 0, union 1 -> IoU 0 (it counts).
+    assert mean_iou([torch.tensor([0, 0, 1])], [torch.tensor([0, 0, 0])], 2) == pytest.approx((2 / 3 + 0.0) / 2)
+    assert np.isnan(mean_iou([torch.tensor([1, 1])], [torch.tensor([7, 7])], 2, ignore_label=7))  # nothing scored
+    for bad in (2, -1):
+        with pytest.raises(ValueError, match=r"labels outside \[0, 2\) other than the ignore value 255"):
+            mean_iou([torch.tensor([0, 1])], [torch.tensor([0, bad])], 2)
+
+
+def test_deeplab_grid_is_the_paper_s_first_round():
+    from segkit.postprocess.crf_search import DEEPLAB_GRID
+
+    # DeepLab v2 sec. 4.1: w1 in [3:6], theta_alpha in [30:10:100], theta_beta in [3:6] (MATLAB ranges)
+    assert DEEPLAB_GRID == {"w1": (3.0, 4.0, 5.0, 6.0),
+                            "theta_alpha": (30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0),
+                            "theta_beta": (3.0, 4.0, 5.0, 6.0)}
+
+
+def test_fragment_keeps_the_keys_in_reading_order():
+    best = CRFSearchResult(CRFParams(w1=5.0, theta_alpha=70.0, theta_beta=4.0, iterations=7), 0.61)
+    assert crf_config_fragment(best) == (
+        "POSTPROCESS:\n  CHAIN:\n  - DenseCRF\n  CRF:\n    BACKEND: native\n    W1: 5.0\n    THETA_ALPHA: 70.0\n"
+        "    THETA_BETA: 4.0\n    W2: 3.0\n    THETA_GAMMA: 3.0\n    ITERATIONS: 7\n")

@@ -1,5 +1,6 @@
 """With TEST.IMS_PER_BATCH > 1 the CRF runs on each image's valid region: batching never changes a result."""
 import numpy as np
+import pytest
 import torch
 
 from segkit.config import get_cfg
@@ -75,3 +76,54 @@ def test_evaluation_batches_of_mixed_sizes_score_like_single_images():
         torch.testing.assert_close(a["sem_seg"], b["sem_seg"], atol=1e-6, rtol=0)  # vectorised softmax
         torch.testing.assert_close(a["crf"], b["crf"], atol=1e-6, rtol=0)
         assert np.array_equal(a["crf"].argmax(0).numpy(), b["crf"].argmax(0).numpy())
+
+
+def _recording(calls):
+    """A post-processor that adds 1 and records the shape and contiguity of what it was given."""
+    def post(probs, images):
+        calls.append((tuple(probs.shape), probs.is_contiguous(), tuple(images.shape), images.is_contiguous()))
+        return probs + 1.0
+    return post
+
+
+def test_valid_regions_at_the_edges_of_the_batch_are_accepted_and_cropped():
+    probs = torch.arange(4 * 2 * 5 * 6, dtype=torch.float32).reshape(4, 2, 5, 6)
+    images = torch.zeros(4, 3, 5, 6, dtype=torch.uint8)
+    before = probs.clone()
+    calls = []
+    sizes = [(5, 6), (5, 3), (2, 6), (1, 1)]  # full; full height; full width; one pixel
+    out = on_valid_regions(_recording(calls), probs, images, sizes)
+    assert torch.equal(probs, before)  # the input is not modified
+    # one call for the full image, then each other image alone on its crop, always contiguous
+    assert calls == [((1, 2, 5, 6), True, (1, 3, 5, 6), True), ((1, 2, 5, 3), True, (1, 3, 5, 3), True),
+                     ((1, 2, 2, 6), True, (1, 3, 2, 6), True), ((1, 2, 1, 1), True, (1, 3, 1, 1), True)]
+    expected = before.clone()
+    for i, (h, w) in enumerate(sizes):
+        expected[i, :, :h, :w] += 1.0  # refined inside the valid region, the input probabilities outside
+    assert torch.equal(out, expected)
+
+
+def test_valid_regions_without_full_images_or_padding():
+    probs = torch.rand(2, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    calls = []
+    out = on_valid_regions(_recording(calls), probs, images, [(3, 4), (4, 2)])
+    assert [c[0] for c in calls] == [(1, 2, 3, 4), (1, 2, 4, 2)]  # no call for an empty "full" group
+    expected = probs.clone()
+    expected[0, :, :3] += 1.0
+    expected[1, :, :, :2] += 1.0
+    assert torch.equal(out, expected)
+    for sizes in (None, [(4, 4), (4, 4)]):  # no padding: the whole batch in one call
+        calls = []
+        assert torch.equal(on_valid_regions(_recording(calls), probs, images, sizes), probs + 1.0)
+        assert [c[0] for c in calls] == [(2, 2, 4, 4)]
+
+
+@pytest.mark.parametrize("size", [(0, 3), (3, 0), (6, 3), (3, 7), (-1, 3)])
+def test_valid_region_outside_the_batch_is_refused(size):
+    probs = torch.zeros(2, 2, 5, 6)
+    images = torch.zeros(2, 3, 5, 6, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=rf"image 1 size \({size[0]}, {size[1]}\) outside the batch's \(5, 6\)"):
+        on_valid_regions(lambda p, i: p, probs, images, [(5, 6), size])
+    with pytest.raises(ValueError, match="1 sizes for a batch of 2 images"):
+        on_valid_regions(lambda p, i: p, probs, images, [(5, 6)])

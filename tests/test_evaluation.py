@@ -323,6 +323,9 @@ def test_inference_logs_every_log_period_batches_with_the_rate(caplog):
     assert [(done, total) for done, total, _ in progress] == [(3, 4)]  # after the 3rd batch only
     # batches per second since the start: a few tiny batches take far less than 100 s
     assert progress[0][2] > 3 / 100
+    # the whole loop's duration, measured from the start: between 0 and a generous 100 s
+    (done,) = [r.args for r in caplog.records if r.msg.startswith("Inference done in")]
+    assert 0 <= done[0] < 100
 
 
 def test_multi_task_evaluator_scores_each_label_set_on_its_own_channels(tmp_path):
@@ -357,3 +360,66 @@ def test_multi_task_evaluator_scores_each_label_set_on_its_own_channels(tmp_path
         ev.process(batch, {"sem_seg": scores[:, :4]})
     ev.reset()
     assert main.matrices == {} and parts.matrices == {} and ev.samples == []
+
+
+def test_evaluate_logs_the_per_class_table_of_each_variant_on_the_main_process(caplog):
+    import logging
+
+    ev = SemSegEvaluator(2, ["bg", "fg"], dataset_name="tiny")
+    ev.process({"sem_seg": torch.tensor([[0, 1]])},
+               {"sem_seg": torch.tensor([[0, 0]]), "sem_seg+X": torch.tensor([[0, 1]])})
+    caplog.set_level(logging.INFO, logger="segkit.evaluation.sem_seg_evaluation")
+    ev.evaluate()
+    logged = [r.args[:2] for r in caplog.records if r.msg.startswith("Evaluation of %s on %s")]
+    assert logged == [("sem_seg", "tiny"), ("sem_seg+X", "tiny")]
+
+
+def test_build_evaluator_by_name_and_the_evaluator_contract(tmp_path):
+    from segkit.config import get_cfg
+    from segkit.config.configurable import ComponentError
+    from segkit.data.catalog import DatasetCatalog, MetadataCatalog, register_semseg
+    from segkit.evaluation.sem_seg_evaluation import build_evaluator
+
+    class _NoProcess:
+        def __init__(self, dataset_name, output_dir):
+            self.reset = self.evaluate = lambda: {}
+
+    EVALUATOR_REGISTRY.register(_NoProcess, name="_NoProcessEval")
+    register_semseg("eval_build_tiny", lambda root: [], ["bg", "fg"], [(0, 0, 0), (1, 1, 1)])
+    try:
+        cfg = get_cfg()
+        cfg.MODEL.NUM_CLASSES = 2
+        cfg.TEST.EVALUATOR = "_NoProcessEval"
+        ev = build_evaluator(cfg, "eval_build_tiny", str(tmp_path), name="SemSegEvaluator")  # name wins
+        assert isinstance(ev, SemSegEvaluator) and ev.class_names == ["bg", "fg"] and ev.output_dir == str(tmp_path)
+        with pytest.raises(ComponentError, match=r"built _NoProcess, which lacks \['process'\]; an evaluator needs"):
+            build_evaluator(cfg, "eval_build_tiny")
+    finally:
+        EVALUATOR_REGISTRY.unregister("_NoProcessEval")
+        DatasetCatalog.remove("eval_build_tiny")
+        MetadataCatalog.remove("eval_build_tiny")
+
+
+def test_rank_zero_of_an_initialised_group_writes_the_json(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 1)
+    ev = SemSegEvaluator(2, ["a", "b"], output_dir=str(tmp_path), dataset_name="r0")
+    ev.process({"sem_seg": torch.tensor([[0, 1]])}, {"sem_seg": torch.tensor([[0, 1]])})
+    assert ev.evaluate()["sem_seg"]["mIoU"] == 1.0
+    text = (tmp_path / "sem_seg_evaluation_r0.json").read_text()
+    assert json.loads(text)["confusion_matrix"]["sem_seg"] == [[1, 0], [0, 1]]
+    assert text.startswith('{\n  "dataset": "r0",\n  "iteration": null,\n')  # indented for people to read
+
+
+def test_samples_are_kept_per_image_of_a_wide_batch():
+    # N = 2 images of 1 x 3 pixels, two inputs stacked (6 channels): one sample per image (not per
+    # row), up to num_samples_kept, showing the first input's 3 channels
+    ev = SemSegEvaluator(2, ["a", "b"], num_samples_kept=5)
+    images = torch.arange(36, dtype=torch.uint8).reshape(2, 6, 1, 3)
+    gt = torch.tensor([[[0, 1, 1]], [[1, 0, 0]]])
+    ev.process({"sem_seg": gt, "image": images}, {"sem_seg": gt})
+    assert len(ev.samples) == 2
+    assert torch.equal(ev.samples[1]["image"], images[1, :3]) and torch.equal(ev.samples[1]["pred"]["sem_seg"], gt[1])

@@ -222,3 +222,81 @@ def test_both_crf_backends_from_yaml_agree(tmp_path):
     # The CRF follows the image edge: fewer labels disagree with the two halves.
     truth = (xx >= 20).long()[None]
     assert (outs["native"].argmax(1) != truth).sum() < (probs.argmax(1) != truth).sum()
+
+
+# ------------------------------------------------------------------ argument checks and window counts
+@pytest.mark.parametrize("scales", [[], [1.0, -0.5], [0.0]])
+def test_scales_must_be_positive_and_not_empty(scales):
+    with pytest.raises(ValueError, match="scales must be positive factors"):
+        SegmentationInference(TinySegmentor(), scales=scales)
+
+
+def test_window_batch_and_stride_of_one_are_accepted():
+    infer = SegmentationInference(TinySegmentor(), crop_size=(2, 3), stride=(1, 1), window_batch=1)
+    assert (infer.crop_size, infer.stride, infer.window_batch) == ((2, 3), (1, 1), 1)
+    with pytest.raises(ValueError, match="window_batch must be >= 1, got 0"):
+        SegmentationInference(TinySegmentor(), window_batch=0)
+    with pytest.raises(ValueError, match="at most CROP_SIZE"):
+        SegmentationInference(TinySegmentor(), crop_size=(2, 3), stride=(1, 0))
+
+
+class _CountingSegmentor(TinySegmentor):
+    def __init__(self):
+        super().__init__(kernel=1)
+        self.batches = []
+
+    def forward(self, images):
+        self.batches.append(tuple(images.shape))
+        return super().forward(images)
+
+
+def test_sliding_window_uses_each_dimension_s_own_stride():
+    # 4 x 7 image, 2 x 3 crops, stride 2 down and 1 across: rows start at 0, 2 and columns at 0..4
+    model = _CountingSegmentor().eval()
+    images = _images(1, 4, 7)
+    probs = SegmentationInference(model, crop_size=(2, 3), stride=(2, 1), window_batch=100)(images)
+    assert model.batches == [(2 * 5, 3, 2, 3)]
+    torch.testing.assert_close(probs, torch.softmax(TinySegmentor(kernel=1)(images), 1), rtol=0, atol=1e-6)
+
+
+def test_build_inference_puts_the_model_in_eval_mode():
+    model = TinySegmentor().train()
+    build_inference(get_cfg(), model)
+    assert model.training is False
+
+
+# ------------------------------------------------------------------ the chain itself
+def test_chain_applies_its_steps_in_order_and_describes_itself():
+    chain = PostprocessorChain([lambda p, im: p * 2, lambda p, im: p + 1])
+    probs = torch.full((1, 2, 3, 3), 0.25)
+    # 0.25 * 2 + 1 = 1.5 (in the other order (0.25 + 1) * 2 = 2.5)
+    assert torch.equal(chain(probs, _images(1, 3, 3)), torch.full((1, 2, 3, 3), 1.5))
+    assert len(chain) == 2 and bool(chain) is True and bool(PostprocessorChain()) is False
+    assert repr(PostprocessorChain([])) == "PostprocessorChain([])"
+    with pytest.raises(RuntimeError, match=r"returned shape \(1, 1, 4, 4\), expected \(1, 3, 4, 4\)"):
+        PostprocessorChain([lambda p, im: p[:, :1]])(torch.rand(1, 3, 4, 4), _images(1, 4, 4))
+
+
+class _NotCallablePost:
+    pass
+
+
+def _returns_a_class():
+    return dict
+
+
+def test_a_registered_post_processor_must_build_a_callable_instance():
+    from segkit.config.configurable import ComponentError
+    from segkit.postprocess.chain import build_postprocessor
+    from segkit.registry import POSTPROCESSOR_REGISTRY
+
+    POSTPROCESSOR_REGISTRY.register(_NotCallablePost, name="_NotCallablePost")
+    POSTPROCESSOR_REGISTRY.register(_returns_a_class, name="_ReturnsAClass")
+    try:
+        with pytest.raises(ComponentError, match=r"'_NotCallablePost' .*built _NotCallablePost, which is not callable"):
+            build_postprocessor(get_cfg(), "_NotCallablePost")
+        with pytest.raises(ComponentError, match=r"'_ReturnsAClass' .*built type, which is not callable as"):
+            build_postprocessor(get_cfg(), "_ReturnsAClass")
+    finally:
+        POSTPROCESSOR_REGISTRY.unregister("_NotCallablePost")
+        POSTPROCESSOR_REGISTRY.unregister("_ReturnsAClass")

@@ -74,8 +74,8 @@ def on_valid_regions(
     A test batch of images of different sizes is padded bottom/right to the largest
     one (and to ``size_divisibility``); a post-processor that looks at neighbours (the
     dense CRF) would otherwise see the padding. Images that fill the batch go through
-    ``post`` together; every other image alone on its ``[:h, :w]`` crop. Padded
-    pixels keep the input probabilities.
+    ``post`` together; every other image alone on its ``[:h, :w]`` crop, handed over
+    contiguous (as a whole image would be). Padded pixels keep the input probabilities.
 
     Args:
         post: ``(probs (N, K, H, W), images (N, 3, H, W) uint8) -> probs``.
