@@ -99,6 +99,23 @@ def test_nothing_but_the_segmentor_flips_channels():
     assert np.array_equal(mapper.prepare_image(rgb), rgb)
 
 
+@pytest.mark.parametrize("config, arch", [
+    ("fashion_scenes/main.yaml", "SemanticSegmentor"),
+    ("sift_flow/fcn16s_vgg16_cpu.yaml", "MultiTaskSegmentor"),
+    ("nyudv2/fcn32s_vgg16_rgb_hha_cpu.yaml", "LateFusionSegmentor"),
+])
+def test_every_segmentor_records_the_weights_channel_order(config, arch):
+    # One owner (segmentor_args) gives every meta-architecture INPUT.FORMAT, so BGR-trained
+    # weights are adapted whichever segmentor holds them.
+    from segkit.modeling import build_model
+
+    cfg = load_config(os.path.join(ROOT, "configs", config),
+                      ["INPUT.FORMAT", "BGR", "MODEL.DEVICE", "meta", "MODEL.BACKBONE.PRETRAINED", ""])
+    with torch.device("meta"):
+        model = build_model(cfg)
+    assert type(model).__name__ == arch and model.input_format == "BGR"
+
+
 # ----------------------------------------------------------------------------- device moves
 def test_segmentor_moves_its_own_inputs():
     """The trainer, inference_on_dataset and the Predictor hand over CPU tensors; the model moves them."""

@@ -21,8 +21,7 @@ from segkit.config.configurable import configurable
 from segkit.layers import ShapeSpec
 from segkit.modeling.backbone import build_backbone
 from segkit.modeling.heads import build_head
-from segkit.modeling.losses import build_loss
-from segkit.modeling.meta_arch.semantic_seg import upsample_logits
+from segkit.modeling.meta_arch.semantic_seg import segmentor_args, upsample_logits
 from segkit.registry import META_ARCH_REGISTRY
 
 __all__ = ["LateFusionSegmentor", "fuse_branch_state_dicts"]
@@ -84,10 +83,11 @@ class LateFusionSegmentor(nn.Module):
         self.num_classes, self.ignore_value = int(num_classes), int(ignore_value)
         if str(input_format).upper() not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got '{input_format}'.")
+        self.input_format = str(input_format).upper()  # as SemanticSegmentor records it
         names = list(branches)
         # First channel of the image block to flip for BGR-trained weights (None: nothing to flip).
         self._bgr_block = (CHANNELS_PER_INPUT * names.index("image")
-                           if str(input_format).upper() == "BGR" and "image" in names else None)
+                           if self.input_format == "BGR" and "image" in names else None)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -95,15 +95,7 @@ class LateFusionSegmentor(nn.Module):
         for name in cfg.INPUT.MODALITIES:
             backbone = build_backbone(cfg, ShapeSpec(channels=CHANNELS_PER_INPUT))
             branches[name] = _Branch(backbone, build_head(cfg, backbone.output_shape()))
-        return {
-            "branches": branches,
-            "loss": build_loss(cfg),
-            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": list(cfg.MODEL.PIXEL_STD),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
-            "ignore_value": cfg.MODEL.IGNORE_VALUE,
-            "input_format": cfg.INPUT.FORMAT,
-        }
+        return {"branches": branches, **segmentor_args(cfg)}
 
     @property
     def device(self) -> torch.device:

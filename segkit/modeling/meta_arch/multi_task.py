@@ -19,7 +19,7 @@ from segkit.config.configurable import configurable
 from segkit.modeling.backbone import build_backbone
 from segkit.modeling.heads import build_head
 from segkit.modeling.losses import build_loss
-from segkit.modeling.meta_arch.semantic_seg import SemanticSegmentor, upsample_logits
+from segkit.modeling.meta_arch.semantic_seg import SemanticSegmentor, segmentor_args, upsample_logits
 from segkit.registry import META_ARCH_REGISTRY
 
 __all__ = ["MultiTaskSegmentor", "split_label_sets"]
@@ -101,11 +101,7 @@ class MultiTaskSegmentor(SemanticSegmentor):
         return {
             "backbone": backbone,
             "head": build_head(cfg, shapes),
-            "loss": build_loss(cfg),
-            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": list(cfg.MODEL.PIXEL_STD),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
-            "ignore_value": cfg.MODEL.IGNORE_VALUE,
+            **segmentor_args(cfg),
             "extra_heads": heads,
             "extra_classes": {s["NAME"]: int(s["NUM_CLASSES"]) for s in sets},
             "extra_losses": losses,

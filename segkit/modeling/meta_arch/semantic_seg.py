@@ -13,7 +13,7 @@ from segkit.modeling.heads import build_head
 from segkit.modeling.losses import build_loss
 from segkit.registry import META_ARCH_REGISTRY
 
-__all__ = ["SemanticSegmentor", "upsample_logits"]
+__all__ = ["SemanticSegmentor", "segmentor_args", "upsample_logits"]
 
 
 def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -21,6 +21,19 @@ def upsample_logits(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def segmentor_args(cfg) -> dict:
+    """The constructor arguments every segmentor takes from a config: loss, normalisation,
+    class count, ignore value and the weights' channel order (``INPUT.FORMAT``)."""
+    return {
+        "loss": build_loss(cfg),
+        "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
+        "pixel_std": list(cfg.MODEL.PIXEL_STD),
+        "num_classes": cfg.MODEL.NUM_CLASSES,
+        "ignore_value": cfg.MODEL.IGNORE_VALUE,
+        "input_format": cfg.INPUT.FORMAT,
+    }
 
 
 @META_ARCH_REGISTRY.register()
@@ -73,16 +86,7 @@ class SemanticSegmentor(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> dict:
         backbone = build_backbone(cfg)
-        return {
-            "backbone": backbone,
-            "head": build_head(cfg, backbone.output_shape()),
-            "loss": build_loss(cfg),
-            "pixel_mean": list(cfg.MODEL.PIXEL_MEAN),
-            "pixel_std": list(cfg.MODEL.PIXEL_STD),
-            "num_classes": cfg.MODEL.NUM_CLASSES,
-            "ignore_value": cfg.MODEL.IGNORE_VALUE,
-            "input_format": cfg.INPUT.FORMAT,
-        }
+        return {"backbone": backbone, "head": build_head(cfg, backbone.output_shape()), **segmentor_args(cfg)}
 
     @property
     def size_divisibility(self) -> int:
