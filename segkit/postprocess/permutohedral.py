@@ -58,36 +58,38 @@ def _scale_factors(d: int) -> torch.Tensor:
 
 
 def _elevate(features: torch.Tensor) -> torch.Tensor:
-    """Project features (P, d) onto the hyperplane sum(x) = 0 in R^{d+1}: (P, d+1).
+    """Project features (P, d) onto the hyperplane sum(x) = 0 in R^{d+1}: (d+1, P).
 
     The running sum is accumulated from the last coordinate down, in float32, in
-    the same order as the reference so that rounding to lattice points agrees.
+    the same order as the reference so that rounding to lattice points agrees. The
+    result is laid out a row per coordinate: every later step is a whole-row
+    operation on contiguous memory.
     """
     d = features.shape[1]
     scale = _scale_factors(d).to(device=features.device, dtype=torch.float32)
     cf = features.t() * scale[:, None]  # (d, P): contiguous rows for the running sum
-    elevated = torch.empty(features.shape[0], d + 1, dtype=torch.float32, device=features.device)
+    elevated = torch.empty(d + 1, features.shape[0], dtype=torch.float32, device=features.device)
     sm = torch.zeros_like(cf[0])
     for j in range(d, 0, -1):
-        elevated[:, j] = sm - float(j) * cf[j - 1]
+        torch.sub(sm, cf[j - 1] * float(j), out=elevated[j])  # two roundings, as the reference (no FMA)
         sm = sm + cf[j - 1]
-    elevated[:, 0] = sm
+    elevated[0] = sm
     return elevated
 
 
 def _packing(v: torch.Tensor, batch: int, d1: int):
-    """Mixed-radix digits (batch, remainder k, q_0..q_{d-1}) of vertex codes.
+    """Mixed-radix digits (remainder k, batch, q_0..q_{d-1}) of vertex codes.
 
-    A vertex digit q_i lies within one of the rounded coordinate v_i (the wrap
-    step moves it by one and the vertex offset by one more at most, see
-    :func:`_simplices`); one further slot of margin on each side keeps the codes of
-    blur neighbours (q +- 1) inside their digit, so a neighbour that is not in the
-    lattice can never alias another vertex.
+    ``v`` is (d+1, P), the rounded coordinates. A vertex digit q_i lies within one
+    of v_i (the wrap step moves it by one and the vertex offset by one more at
+    most, see :func:`_simplices`); one further slot of margin on each side keeps
+    the codes of blur neighbours (q +- 1) inside their digit, so a neighbour that
+    is not in the lattice can never alias another vertex.
     """
     d = d1 - 1
-    low, high = torch.aminmax(v, dim=0)  # whole rows: faster than reducing a column slice
-    qmin = low[:d].to(torch.int64) - 3
-    span = high[:d].to(torch.int64) - qmin + 3
+    low, high = torch.aminmax(v[:d], dim=1)
+    qmin = low.to(torch.int64) - 3
+    span = high.to(torch.int64) - qmin + 3
     # The remainder k is the most significant digit, so sorting each k's codes
     # separately sorts them all (see PermutohedralLattice._number_vertices).
     radix = [d1, batch] + [int(x) for x in span.tolist()]
@@ -108,12 +110,13 @@ def _packing(v: torch.Tensor, batch: int, d1: int):
 def _simplices(elevated: torch.Tensor, batch: int):
     """Enclosing simplex of each elevated point: vertex codes and barycentric weights.
 
-    Adams et al. 2010, sec. 3.1: round to the nearest remainder-0 lattice point,
-    rank the residuals, fix points off the plane by a cyclic shift of the ranks,
-    and read the barycentric weights off the sorted residuals (p. 10). Everything
-    is computed per *rank slot* of a stable descending sort of the residuals (ties
-    to the earlier coordinate, like the reference's pairwise comparisons), which
-    avoids materialising per-coordinate ranks.
+    Adams et al. 2010, sec. 3.1, step for step as the reference: round to the
+    nearest remainder-0 lattice point, rank the residuals by pairwise comparisons
+    (ties to the earlier coordinate), bring points off the plane back by shifting
+    the ranks and wrapping those that leave [0, d], and read the barycentric
+    weights off the residuals in rank order (p. 10). With the layout a row per
+    coordinate, each of these is a handful of whole-row operations: the ranks are
+    d(d+1)/2 comparisons of two rows, and the rank-ordered residuals one scatter.
 
     Vertex k of the simplex has key ``rem0 + canonical[k][rank]``,
     ``canonical[k][r] = k - (d+1) [r > d - k]``. All its coordinates are congruent
@@ -121,77 +124,108 @@ def _simplices(elevated: torch.Tensor, batch: int):
     ``q_i = rem0_i / (d+1) - [rank_i > d - k]``; the subtracted indicator covers the
     k highest ranks, so its packed value is a running sum over rank slots.
 
+    Args:
+        elevated: (d+1, P) float32 elevated points (:func:`_elevate`).
+        batch: number of images; the P points are ``batch`` equal runs.
+
     Returns:
         codes: (d+1, P) exact mixed-radix code of vertex k of each point's simplex
             (batch index included), int32 when the packing fits, else int64.
-        bary: (P, d+1) float32 barycentric weight of each vertex.
+        bary: (d+1, P) float32 barycentric weight of each vertex.
         radix, strides, total: the packing (see :func:`_packing`).
     """
-    p, d1 = elevated.shape
+    d1, p = elevated.shape
     d = d1 - 1
+    device = elevated.device
     down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
     # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
     v = torch.round(elevated * down)
     qmin, radix, strides, total = _packing(v, batch, d1)
     ctype = torch.int32 if total < 2**31 else torch.int64  # int32 codes sort about twice as fast
-    codes = torch.empty(d1, p, dtype=ctype, device=elevated.device)
-    bary = torch.empty(p, d1, dtype=torch.float32, device=elevated.device)
+    codes = torch.empty(d1, p, dtype=ctype, device=device)
+    bary = torch.empty(d1, p, dtype=torch.float32, device=device)
+    packing = _Packing(strides, qmin, ctype, total, device)
     # Every point is independent once the packing is known: work through the points in
-    # chunks whose (chunk, d+1) temporaries stay in cache (on large images each
-    # whole-tensor pass would otherwise stream tens of megabytes from memory).
+    # chunks whose temporaries stay in cache (on large images each whole-tensor pass
+    # would otherwise stream tens of megabytes from memory).
     per_image = p // batch
     for start in range(0, p, _CHUNK):
         stop = min(start + _CHUNK, p)
-        _simplices_chunk(elevated[start:stop], v[start:stop], qmin, strides, ctype, down,
-                         (torch.arange(start, stop, device=elevated.device) // per_image) if batch > 1 else None,
-                         codes[:, start:stop], bary[start:stop])
+        image = None
+        if batch > 1:
+            image = torch.div(torch.arange(start, stop, device=device), per_image, rounding_mode="floor")
+        _simplices_chunk(elevated[:, start:stop], v[:, start:stop], down, packing, image,
+                         codes[:, start:stop], bary[:, start:stop])
     return codes, bary, radix, strides, total
 
 
 # Points per chunk of the simplex computation (see _simplices).
-_CHUNK = 1 << 16
+_CHUNK = 1 << 15
 
 
-def _simplices_chunk(elevated, v, qmin, strides, ctype, down, image, codes_out, bary_out) -> None:
-    """:func:`_simplices` for a run of points: writes their codes (d+1, n) and weights (n, d+1)."""
-    d1 = elevated.shape[1]
+class _Packing:
+    """The constants of one packing, in the forms :func:`_simplices_chunk` uses."""
+
+    def __init__(self, strides, qmin, ctype, total, device) -> None:
+        d = qmin.numel()
+        self.ctype, self.batch_stride = ctype, strides[1]
+        digits = strides[2:]
+        # Base codes as one small float64 product: exact while every partial sum is
+        # an integer below 2**53 (codes are below ``total``; digits are at least -1
+        # past the margin). Larger packings sum integers.
+        self.exact_float = total < 2**52
+        self.digit_row = torch.tensor(digits, dtype=torch.float64, device=device).view(1, d)
+        self.digit_col = torch.tensor(digits, dtype=ctype, device=device).view(d, 1)
+        self.offset = sum(int(q) * s for q, s in zip(qmin.tolist(), digits))
+        self.qmin = qmin.to(device=device, dtype=ctype).view(d, 1)
+        # Stride of each coordinate (coordinate d carries no digit) and of remainders 1..d.
+        self.slot_strides = torch.tensor(digits + [0], dtype=ctype, device=device).view(d + 1, 1)
+        self.remainders = (torch.arange(1, d + 1, device=device, dtype=ctype) * strides[0]).view(d, 1)
+
+
+def _simplices_chunk(elevated, v, down, packing: _Packing, image, codes_out, bary_out) -> None:
+    """:func:`_simplices` for a run of points: writes their codes and weights, both (d+1, n)."""
+    d1, n = elevated.shape
     d = d1 - 1
     device = elevated.device
-    rem0 = v * float(d1)
-    total_shift = v.sum(dim=1).to(torch.int64)  # exact: small integers
-    order = torch.sort(elevated - rem0, dim=1, descending=True, stable=True).indices  # order[:, r]: coord ranked r
-    # Both per-slot quantities below depend only on sum(v), which lies in [-d, d]: read
-    # them from (2d+1, d+1) tables, one row gather per point, instead of computing
-    # them elementwise over (P, d+1).
-    slots = torch.arange(d1, device=device)
-    sums = torch.arange(-d, d + 1, device=device)[:, None]
-    row = total_shift + d
-    # Off-plane points: rank r becomes r + sum(v); ranks that leave [0, d] wrap and
-    # move their coordinate's rem0 by -+(d+1).
-    new_rank = slots + sums
-    shift = _take((new_rank < 0).to(ctype) - (new_rank > d).to(ctype), row)
-    # Residual of the coordinate in each rank slot after the wrap, in float32 as the reference.
-    rem_sorted = torch.gather(rem0, 1, order) + (shift * d1).to(torch.float32)
-    scaled = (torch.gather(elevated, 1, order) - rem_sorted) * down
-    # Slot holding final rank r: (r - sum(v)) mod (d+1).
-    source = _take(torch.remainder(slots - sums, d1), row)
-    by_rank = torch.gather(scaled, 1, source)  # by_rank[:, r] = residual with final rank r
-    flipped = by_rank.flip(1)
-    bary_out[:, 1:] = flipped[:, 1:] - flipped[:, :-1]
-    # Vertex 0 wraps around: its weight is 1 + (residual ranked d) - (residual ranked 0).
-    bary_out[:, 0] = by_rank[:, d] + (1.0 - by_rank[:, 0])
-    # Codes. Digit strides per coordinate (coordinate d carries no digit).
-    digit_strides = torch.tensor(strides[2:] + [0], dtype=ctype, device=device)
-    stride_sorted = _take(digit_strides, order)  # stride of the coordinate in each slot
-    base = ((v[:, :d].to(ctype) - qmin.to(ctype)) * digit_strides[:d]).sum(dim=1, dtype=ctype)
-    base += (shift * stride_sorted).sum(dim=1, dtype=ctype)
+    resid = torch.add(elevated, v, alpha=-float(d1))  # elevated - rem0, rem0 = (d+1) v
+    # rank[i] = number of coordinates ranked before i: pairwise, as the reference
+    # (i < j: i's count grows when its residual is smaller, else j's).
+    rank = torch.arange(d1, device=device, dtype=torch.int8).view(d1, 1).repeat(1, n)
+    for i in range(d):
+        for j in range(i + 1, d1):
+            smaller = torch.lt(resid[i], resid[j]).view(torch.int8)
+            rank[i] += smaller
+            rank[j] -= smaller
+    # Points off the plane: shift every rank by sum(v) and wrap those that leave
+    # [0, d], moving their coordinate's rem0 by -+(d+1).
+    rank += v.sum(dim=0).to(torch.int8)
+    wrap = (rank < 0).view(torch.int8) - (rank > d).view(torch.int8)
+    rank.add_(wrap, alpha=d1)
+    q = v.add_(wrap.to(torch.float32))  # rem0 / (d+1) after the wrap (exact small integers); v is this chunk's scratch
+    # Residuals after the wrap, in float32 as the reference: (elevated - rem0) / (d+1).
+    value = torch.add(elevated, q, alpha=-float(d1)).mul_(down)
+    # by_slot[s] = residual ranked d - s. The reference adds it to weight s and
+    # subtracts it from weight s + 1; weight d+1 wraps around onto weight 0.
+    slot = (d - rank).to(torch.int64)
+    by_slot = torch.empty_like(value).scatter_(0, slot, value)
+    torch.sub(by_slot[1:], by_slot[:-1], out=bary_out[1:])
+    torch.add(by_slot[0], 1.0 - by_slot[d], out=bary_out[0])
+    # Codes: vertex 0 is rem0 itself; vertex k drops q_i by one for the k coordinates
+    # in slots 0..k-1 (the k highest ranks), i.e. subtracts their strides.
+    if packing.exact_float:
+        base = torch.mm(packing.digit_row, q[:d].to(torch.float64)).view(n).sub_(packing.offset).to(packing.ctype)
+    else:
+        base = ((q[:d].to(packing.ctype) - packing.qmin) * packing.digit_col).sum(dim=0, dtype=packing.ctype)
     if image is not None:
-        base += image.to(ctype) * strides[1]
-    # Strides of the k highest ranks, for k = 1..d+1.
-    top = torch.cumsum(torch.gather(stride_sorted, 1, source).flip(1), dim=1, dtype=ctype)
-    # Laid out (d+1, n): one row per remainder k.
-    codes_out.copy_(base[None, :] + (torch.arange(d1, device=device, dtype=ctype) * strides[0])[:, None])
-    codes_out[1:] -= top[:, :-1].t()
+        base += image.to(packing.ctype) * packing.batch_stride
+    dropped = torch.zeros(d1, n, dtype=packing.ctype, device=device).scatter_(
+        0, slot, packing.slot_strides.expand(d1, n))
+    for k in range(1, d):
+        dropped[k] += dropped[k - 1]
+    codes_out[0] = base
+    torch.sub(base, dropped[:d], out=codes_out[1:])
+    codes_out[1:] += packing.remainders
 
 
 def _take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -237,26 +271,23 @@ class PermutohedralLattice:
         self.batch, self.num_points, self.dim = b, n, d
         feats = features.reshape(b * n, d).to(torch.float32)
         codes, bary, radix, strides, total = _simplices(_elevate(feats), b)
-        self.weights = bary
+        self.weights = bary.t().contiguous()
         self.alpha = torch.tensor(1.0 / (1.0 + 2.0 ** (-d)), dtype=torch.float32).item()
-        self._number_vertices(codes)
-        self._build_blur(radix, strides)
+        self._number_vertices(codes, bary)
+        self._build_blur(strides)
         self._plain: Optional["LatticeFilter"] = None
 
     # ------------------------------------------------------------------ build
-    def _number_vertices(self, codes: torch.Tensor) -> None:
+    def _number_vertices(self, codes: torch.Tensor, bary: torch.Tensor) -> None:
         """Find the distinct vertices, number them, and lay out the splat and slice maps.
 
-        ``codes`` is (d+1, P), a row per simplex vertex k. Because k is the most
-        significant digit, a stable sort of each row sorts all codes: equal codes
-        become runs (one per vertex, its points in their original order, as the
-        reference accumulates them) and the sort indices are the points themselves.
-
-        Vertices are then numbered by the first point that touches them, which is
-        the order in which the reference's hash table creates them. Splat bags in
-        that order read the (P, K) values nearly sequentially, and slices gather
-        nearby lattice rows; on large images this halves the splat's time against
-        numbering by code.
+        ``codes`` and ``bary`` are (d+1, P), a row per simplex vertex k. Because k is
+        the most significant digit, a stable sort of each row sorts all codes: equal
+        codes become runs (one per vertex, its points in their original order, as
+        the reference accumulates them), the sort indices are the points
+        themselves, and the runs in order are the splat's bags. Vertices are
+        numbered in code order, so the sorted codes are also the table the blur
+        searches and a vertex's number is its position there.
         """
         d1, p = codes.shape
         device = codes.device
@@ -264,56 +295,58 @@ class PermutohedralLattice:
         points = torch.empty(codes.shape, dtype=torch.int64, device=device)
         for k in range(d1):  # row by row: faster than one sort along dim 1 on CPU
             torch.sort(codes[k], stable=True, out=(sorted_codes[k], points[k]))
-        flat = sorted_codes.reshape(-1)
-        new = torch.ones_like(flat, dtype=torch.bool)
-        new[1:] = flat[1:] != flat[:-1]
+        flat = sorted_codes.view(-1)
+        new = torch.empty_like(flat, dtype=torch.bool)
+        new[:1] = True
+        torch.ne(flat[1:], flat[:-1], out=new[1:])
         starts = torch.nonzero(new).squeeze(1)
         self.vertex_codes = _take(flat, starts)  # sorted, for the blur's look-ups (int32 when the packing fits)
-        m = self.num_vertices = int(starts.numel())
-        points = points.reshape(-1)
-        # First-touch numbering: vertex of code rank c gets number rank_of[c].
-        self._by_first = torch.sort(_take(points, starts), stable=True).indices  # code ranks in first-touch order
-        rank_of = torch.empty_like(self._by_first)
-        rank_of.index_copy_(0, self._by_first, torch.arange(m, device=device))
+        self.num_vertices = int(starts.numel())
         itype = _index_dtype(device, p * d1)
-        run_lengths = torch.diff(starts, append=torch.tensor([d1 * p], device=device))
-        slot = (points.view(d1, p) + (torch.arange(d1, device=device) * p)[:, None]).reshape(-1)  # k * P + point
-        offsets = torch.empty(d1 * p, dtype=itype, device=device)
-        offsets.index_copy_(0, slot, rank_of.to(itype).repeat_interleave(run_lengths))
-        self.offsets = self._slice_col = offsets.view(d1, p).t().contiguous()  # (P, d+1)
-        # Splat bags in first-touch order: move each run of the sorted entries.
-        lengths = _take(run_lengths, self._by_first)
-        bag_starts = torch.cumsum(lengths, dim=0) - lengths
-        entries = torch.repeat_interleave(_take(starts, self._by_first) - bag_starts, lengths)
-        entries += torch.arange(d1 * p, device=device)  # position in the sorted (k-major) layout
-        self._splat_bags = bag_starts.to(itype)
-        self._splat_col = _take(points, entries).to(itype)
-        self._splat_weights = _take(self.weights.t().reshape(-1), _take(slot, entries))
+        number = torch.cumsum(new, dim=0, dtype=itype).sub_(1).view(d1, p)  # vertex of each sorted entry
+        offsets = torch.empty(p, d1, dtype=itype, device=device)
+        splat_weights = torch.empty(d1, p, dtype=torch.float32, device=device)
+        for k in range(d1):
+            offsets[:, k].index_copy_(0, points[k], number[k])
+            torch.index_select(bary[k], 0, points[k], out=splat_weights[k])
+        self.offsets = self._slice_col = offsets  # (P, d+1)
+        self._splat_bags = starts.to(itype)
+        self._splat_col = points.view(-1).to(itype)
+        self._splat_weights = splat_weights.view(-1)
 
-    def _build_blur(self, radix, strides) -> None:
-        """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags."""
+    def _build_blur(self, strides) -> None:
+        """One blur step per lattice direction j: I + (N1_j + N2_j) / 2 ([1, 2, 1] / 2), as (M, 3) bags.
+
+        Only the neighbours in the +1 direction are searched: b is a's +1 neighbour
+        along j exactly when a is b's -1 neighbour along j (``key - 1 + (d+1) e_j``
+        and ``key + 1 - (d+1) e_j``), so the -1 neighbours are the search's hits
+        turned around.
+        """
         m, d1, d = self.num_vertices, self.dim + 1, self.dim
         codes = self.vertex_codes
+        device = codes.device
         k_v = torch.div(codes, strides[0], rounding_mode="floor")
-        bases = _neighbour_bases(codes, k_v, d, strides)
-        rows = torch.arange(m, device=codes.device)
-        rank_of = torch.empty_like(self._by_first)
-        rank_of.index_copy_(0, self._by_first, rows)
+        base = _neighbour_base(codes, k_v, d, strides)
+        itype = _index_dtype(device, m)
+        rows = torch.arange(m, device=device, dtype=itype)
         self._blur = []
         for j in range(d1):
-            cols, vals = [rows], [torch.ones(m, dtype=torch.float32, device=codes.device)]
-            step = strides[2 + j] if j < d else 0
-            for sign, base in zip((1, -1), bases):
-                target = base + sign * step
-                pos = torch.searchsorted(self.vertex_codes, target).clamp(max=m - 1)
-                hit = _take(self.vertex_codes, pos) == target
-                # A missing neighbour contributes zero (the reference's zero row).
-                cols.append(torch.where(hit, pos, rows))
-                vals.append(hit.to(torch.float32) * 0.5)
-            # Rows and columns from code ranks to first-touch numbers.
-            col = _take(rank_of, _take(torch.stack(cols, dim=1), self._by_first))
-            itype = _index_dtype(codes.device, m)
-            self._blur.append((col.to(itype), _take(torch.stack(vals, dim=1), self._by_first)))
+            target = base + (strides[2 + j] if j < d else 0)
+            pos = torch.searchsorted(codes, target).clamp_(max=m - 1)
+            hit = _take(codes, pos) == target
+            cols = torch.empty(m, 3, dtype=itype, device=device)
+            vals = torch.zeros(m, 3, dtype=torch.float32, device=device)
+            cols[:, 0] = rows
+            vals[:, 0] = 1.0
+            # A missing neighbour contributes zero (the reference's zero row).
+            cols[:, 1] = torch.where(hit, pos.to(itype), rows)
+            vals[:, 1] = hit.to(torch.float32) * 0.5
+            found = torch.nonzero(hit).squeeze(1)
+            back = _take(pos, found)
+            cols[:, 2] = rows
+            cols[:, 2].index_copy_(0, back, found.to(itype))
+            vals[:, 2].index_fill_(0, back, 0.5)
+            self._blur.append((cols, vals))
 
     # ------------------------------------------------------------------ filtering
     def operator(
@@ -408,26 +441,21 @@ class LatticeFilter:
         return out.add_(result)
 
 
-def _neighbour_bases(codes: torch.Tensor, k_v: torch.Tensor, d: int, strides):
-    """Codes of every vertex's two neighbours along lattice direction j, less ``+-stride_j``.
+def _neighbour_base(codes: torch.Tensor, k_v: torch.Tensor, d: int, strides) -> torch.Tensor:
+    """Codes of every vertex's +1 neighbour along lattice direction j, less ``stride_j``.
 
-    The reference's neighbours are ``key - 1 + (d+1) e_j`` (sign=+1) and
-    ``key + 1 - (d+1) e_j`` (sign=-1). In (k, q) form, sign=+1 moves the remainder
-    k to k-1 and q_j up by one, except when k wraps from 0 to d: then q_j stays and
-    every other q_i drops by one. sign=-1 is the inverse move. Summed over the
-    digits, both cases give ``code - s_k + w (d+1) s_k - w S + s_j`` for sign=+1
-    (w: the vertex wraps, s_k: the remainder's stride, S: the sum of the digit
-    strides, s_j: direction j's, 0 for j = d, which has no stored digit) and the
-    mirror image for sign=-1. So one base per sign serves every direction: the
-    neighbour along j is ``base_plus + s_j`` and ``base_minus - s_j``. Digits stay
-    inside their radix thanks to the packing margin.
+    The reference's +1 neighbour is ``key - 1 + (d+1) e_j``. In (k, q) form it moves
+    the remainder k to k-1 and q_j up by one, except when k wraps from 0 to d: then
+    q_j stays and every other q_i drops by one. Summed over the digits, both cases
+    give ``code - s_k + w ((d+1) s_k - S) + s_j`` (w: the vertex wraps, s_k: the
+    remainder's stride, S: the sum of the digit strides, s_j: direction j's, 0 for
+    j = d, which has no stored digit). So one base serves every direction: the
+    neighbour along j is ``base + s_j``. Digits stay inside their radix thanks to
+    the packing margin.
 
     Returns:
-        (base_plus, base_minus): (M,) each, in the codes' dtype (every neighbour code
-        lies in [0, total), like the codes).
+        (M,) in the codes' dtype (every neighbour code lies in [0, total), like the codes).
     """
     s_k = strides[0]
     wrap_step = (d + 1) * s_k - sum(strides[2 : 2 + d])
-    plus = codes - s_k + (k_v == 0).to(codes.dtype) * wrap_step
-    minus = codes + s_k - (k_v == d).to(codes.dtype) * wrap_step
-    return plus, minus
+    return codes - s_k + (k_v == 0).to(codes.dtype) * wrap_step
