@@ -87,30 +87,34 @@ class CRFParams:
 # --------------------------------------------------------------------------- #
 # Native backend
 # --------------------------------------------------------------------------- #
-def _divide(values: torch.Tensor, theta: float) -> torch.Tensor:
+def _divide(values: torch.Tensor, theta: float, out: torch.Tensor) -> None:
     # A true float32 division by a tensor (not a multiplication by a reciprocal,
-    # which some scalar kernels use), as the reference computes its features.
-    return values / torch.full_like(values, theta)
+    # which some scalar kernels use), as the reference computes its features;
+    # ``values`` broadcast over ``out``.
+    out.copy_(values.expand_as(out))
+    out.div_(torch.full((1,), float(theta), dtype=torch.float32, device=values.device))
 
 
 def _features(images: torch.Tensor, params: CRFParams):
     """Kernel features for images (B, H, W, 3) uint8 -> (B, H*W, 2) and (B, H*W, 5).
 
     The order (x, y, r, g, b), row-major pixels, matches DenseCRF2D so that the
-    lattice is built from the same floats.
+    lattice is built from the same floats. Both are views of buffers laid out a row
+    per feature, the layout the lattice works in (:func:`permutohedral._elevate`).
     """
     b, h, w, _ = images.shape
+    n = h * w
     device = images.device
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=device, dtype=torch.float32),
-        torch.arange(w, device=device, dtype=torch.float32),
-        indexing="ij",
-    )
-    xy = torch.stack([xs, ys], dim=-1).reshape(1, h * w, 2).expand(b, -1, -1)
-    colour = images.reshape(b, h * w, 3).to(torch.float32)
-    smooth = _divide(xy, params.theta_gamma)
-    appearance = torch.cat([_divide(xy, params.theta_alpha), _divide(colour, params.theta_beta)], dim=-1)
-    return smooth, appearance
+    xs = torch.arange(w, device=device, dtype=torch.float32).repeat(h)
+    ys = torch.arange(h, device=device, dtype=torch.float32).repeat_interleave(w)
+    smooth = torch.empty(2, n, dtype=torch.float32, device=device)
+    _divide(xs, params.theta_gamma, smooth[0])
+    _divide(ys, params.theta_gamma, smooth[1])
+    appearance = torch.empty(5, b, n, dtype=torch.float32, device=device)
+    _divide(xs, params.theta_alpha, appearance[0])
+    _divide(ys, params.theta_alpha, appearance[1])
+    _divide(images.reshape(b, n, 3).permute(2, 0, 1), params.theta_beta, appearance[2:])
+    return smooth.t().expand(b, n, 2), appearance.view(5, b * n).t().view(b, n, 5)
 
 
 class _Kernel:
