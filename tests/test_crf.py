@@ -87,6 +87,13 @@ def test_native_labels_agree_with_pydensecrf_on_photos(name, size, k, params):
     assert (ref.argmax(0) != probs.argmax(0)).mean() > 0.02
 
 
+@needs_pydensecrf
+@pytest.mark.parametrize("name,size", [("chelsea.png", (225, 150)), ("rocket.jpg", (240, 160))])
+def test_two_labels_agree_with_pydensecrf_on_photos(name, size):
+    # Two labels take the one-channel mean field (e_1 = B - e_0): same bar as above.
+    test_native_labels_agree_with_pydensecrf_on_photos(name, size, 2, CRFParams())
+
+
 def test_crf_denoises_a_noisy_classifier():
     image = _photo("chelsea.png", (225, 150))
     probs, truth = _colour_segmentation(image, 4, seed=1)

@@ -80,3 +80,31 @@ def test_exp_normalize_in_place_reuses_the_memory():
     torch.testing.assert_close(out, torch.softmax(wide, dim=1))
     narrow = torch.tensor([[0.0, -79.5]])
     assert _exp_normalize(narrow, inplace=True).data_ptr() == narrow.data_ptr()
+
+
+@pytest.mark.parametrize("iterations", [1, 5])
+def test_two_label_mean_field_equals_the_general_update(monkeypatch, iterations):
+    """Two labels filter one channel (e_1 = B - e_0): same beliefs as the K-channel update."""
+    import importlib
+
+    import numpy as np
+
+    module = importlib.import_module("segkit.postprocess.dense_crf")
+    dense_crf = module.dense_crf
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)
+    image[:, 15:] //= 3  # an edge for the appearance kernel
+    logits = rng.normal(0.0, 2.0, (2, 24, 30)).astype(np.float32)
+    logits[0, :, :15] += 1.0
+    probs = np.exp(logits) / np.exp(logits).sum(0)
+    fast = dense_crf(image, probs, iterations=iterations)
+    monkeypatch.setattr(module, "_BINARY", [False])
+    general = dense_crf(image, probs, iterations=iterations)
+    np.testing.assert_allclose(fast, general, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(fast.sum(0), 1.0, atol=1e-6)
+    assert (fast.argmax(0) == general.argmax(0)).all()
+    assert (fast.argmax(0) != probs.argmax(0)).any()  # the CRF moved labels: the check can fail
+    # A nearly certain pixel keeps its tiny belief (computed from the energy difference, not 1 - q).
+    probs[:, 0, 0] = (1.0 - 1e-30, 1e-30)
+    tiny = dense_crf(image, probs, iterations=iterations)[1, 0, 0]
+    assert 0.0 < tiny < 1e-6

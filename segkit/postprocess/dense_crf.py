@@ -251,13 +251,50 @@ def _exp_normalize(energy: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 def _mean_field(unary: torch.Tensor, operators: Sequence[LatticeFilter], iterations: int) -> torch.Tensor:
     """Mean-field inference (Krähenbühl and Koltun 2011, alg. 1) on (P, K) unaries."""
     neg_unary = -unary.contiguous()
-    q = _exp_normalize(neg_unary)
     if iterations == 0 or not operators:
-        return q
+        return _exp_normalize(neg_unary)
+    if neg_unary.shape[1] == 2 and _BINARY[0]:
+        return _binary_mean_field(neg_unary, operators, iterations)
+    q = _exp_normalize(neg_unary)
     fused = _FusedMeanField(operators, neg_unary)
     for _ in range(iterations):
         q = _exp_normalize(fused.energy(q), inplace=True)
     return q
+
+
+# Whether two-label problems take the one-channel path (tests compare both).
+_BINARY = [True]
+
+
+def _binary_mean_field(neg_unary: torch.Tensor, operators: Sequence[LatticeFilter], iterations: int) -> torch.Tensor:
+    """Mean field for two labels, filtering one channel per iteration.
+
+    The Potts messages are linear in Q and the beliefs sum to one, so with
+    ``M = sum_k w_k D_k^-1/2 K_k D_k^-1/2`` the second label's energy follows from the
+    first's: ``e_1 = -U_1 + M (1 - Q_0) = B - e_0`` with ``B = M 1 - U_0 - U_1``
+    computed once, and the update ``Q_0 = exp(e_0) / (exp(e_0) + exp(e_1))`` is
+    ``sigmoid(2 e_0 - B)``. The same arithmetic as the general update up to float
+    rounding, at about 60% of its cost: splat, blur and slice move one value per
+    point instead of two.
+    """
+    neg_unary = neg_unary.contiguous()
+    own = neg_unary[:, :1].contiguous()
+
+    def energy(q0: torch.Tensor) -> torch.Tensor:
+        # One channel: the kernels' slices added to -U_0 cost less than building a
+        # fused slice table (that pays off only when many channels share it).
+        out = own.clone()
+        for op in operators:
+            op(q0, out=out)
+        return out
+
+    b = energy(torch.ones_like(own)).add_(neg_unary[:, 1:])  # (-U_0 + M 1) - U_1
+    q0 = _exp_normalize(neg_unary.clone(), inplace=True)[:, :1].contiguous()
+    for _ in range(iterations):
+        z = energy(q0).mul_(2.0).sub_(b)  # e_0 - e_1
+        q0 = torch.sigmoid(z)
+    # Each belief from the energy difference, so that a tiny one keeps its precision.
+    return torch.cat([q0, torch.sigmoid(z.neg_())], dim=1)
 
 
 # Pixels x labels per intra-op thread of the native CRF: its ops are short gathers,
