@@ -13,10 +13,17 @@ workers run one after the other and the list is run forwards then backwards, so
 drifts hit every setting alike.
 
 Per cell: median and minimum wall seconds, median process CPU seconds (all of its
-threads; spinning at barriers shows here), the load average.
+threads; spinning at barriers shows here), the load average; calls during which
+other processes (the competitor excepted) used more than 0.15 cores are left out
+of the medians (``_machine.disturbed``) unless every call was.
 
-    python benchmarks/thread_policy.py --threads 1 2 3 4 --repeats 5 \\
-        --waits default PASSIVE --out benchmarks/results/thread_policy_cpu.json
+    python benchmarks/thread_policy.py --threads 1 2 4 6 --repeats 4 --waits default PASSIVE SPIN0
+    python benchmarks/thread_policy.py --threads 2 4 --waits default --split-batch --ort --no-torchvision
+
+``--split-batch`` adds a batch of two images, in one call or split across two Python
+threads with one intra-op thread each; ``--ort`` adds the exported bundle in ONNX
+Runtime with its own thread pool, spinning on and off. Results of 2026-11-30:
+``benchmarks/results/thread_policy_cpu.json``; what they mean: ``docs/embedding.md``.
 """
 from __future__ import annotations
 
@@ -92,6 +99,27 @@ def _worker(args) -> dict:
                 f.result()
             torch.set_num_threads(default_threads)
         runners["batch of 2, split across 2 Python threads x 1"] = run_split
+    if args.ort:
+        # The exported bundle in ONNX Runtime: its own thread pool, with and without spinning.
+        import tempfile
+
+        import onnxruntime as ort
+
+        from segkit.export import export
+
+        tmp = tempfile.mkdtemp()
+        path = export(cfg, None, "onnx", os.path.join(tmp, "m.onnx"))
+        feed = np.ascontiguousarray(arr[None])
+        for n, spin in ((2, "1"), (2, "0"), (4, "1")):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = n
+            options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+
+            def run_ort(session=session, name=name):
+                session.run(None, {name: feed})
+            runners[f"onnxruntime, {n} threads, spinning {'on' if spin == '1' else 'off'}"] = run_ort
     if args.torchvision:
         import torchvision.models.segmentation as tvseg
 
@@ -145,6 +173,7 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=321)
     p.add_argument("--competitor-threads", type=int, default=2, help="threads of the competing process")
     p.add_argument("--no-torchvision", dest="torchvision", action="store_false")
+    p.add_argument("--ort", action="store_true", help="also the exported bundle in ONNX Runtime, spinning on/off")
     p.add_argument("--split-batch", action="store_true", help="also a batch of 2: one call, or one image per thread")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--wait", default="default", help=argparse.SUPPRESS)
@@ -160,11 +189,12 @@ def main(argv=None) -> int:
             env = dict(os.environ, **WAITS[wait])
             env.pop("OMP_NUM_THREADS", None)  # the process default: one thread per core
             cmd = [sys.executable, __file__, "--worker", "--wait", wait, "--repeats", str(args.repeats),
-                   "--size", str(args.size), "--competitor-threads", str(args.competitor_threads), "--threads", *map(str, args.threads)]
+                   "--size", str(args.size), "--competitor-threads", str(args.competitor_threads),
+                   "--threads", *map(str, args.threads)]
             if not args.torchvision:
                 cmd.append("--no-torchvision")
-            if args.split_batch:
-                cmd.append("--split-batch")
+            cmd += ["--split-batch"] if args.split_batch else []
+            cmd += ["--ort"] if args.ort else []
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             res = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
             res["round"] = r
