@@ -36,6 +36,8 @@ The policy (:func:`choose_threads`):
      2 cores, a competing 2-thread process): 1 thread 1.17 s, 2 threads 0.89 s,
      4 threads 0.57 s, 6 threads 0.53 s against 0.28 s quiet on 2 threads;
      quiet, 4 threads cost 8% more than 2, so the count doubles only under load.
+     Measured with GNU OpenMP only; a fixed count (rule 1) is the way out where
+     another runtime behaves otherwise.
 
 :func:`intra_op_threads` applies a count around a block and restores the previous
 one. ``torch.set_num_threads`` is process-wide for the calling thread's parallel
