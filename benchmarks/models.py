@@ -286,7 +286,7 @@ def _product_runners(args, device: torch.device, tmpdir: str):
         # The same, with segkit's thread policy: separates the policy's share of a gain from the model's.
         from segkit.utils.threads import choose_threads, intra_op_threads
 
-        with intra_op_threads(choose_threads(img.shape[0] * img.shape[1], 64 * 64)):
+        with intra_op_threads(choose_threads(img.shape[0] * img.shape[1], 64 * 64, ops="long")):
             return torchvision_pipeline(img)
 
     runners["torchvision + segkit threads"] = torchvision_policy

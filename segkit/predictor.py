@@ -243,7 +243,8 @@ class Predictor:
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         with self._lock, thread_override(self._num_threads):
             # Threads for the work and the load (segkit.utils.threads); the CRF picks its own.
-            with intra_op_threads(choose_threads(batch.shape[0] * batch.shape[2] * batch.shape[3], _MODEL_GRAIN)):
+            work = batch.shape[0] * batch.shape[2] * batch.shape[3]
+            with intra_op_threads(choose_threads(work, _MODEL_GRAIN, ops="long")):
                 probs = self.pipeline.inference(batch)
             probs = self.pipeline.postprocess(probs, batch)
         out = []

@@ -100,6 +100,36 @@ def test_predictor_threads_follow_the_policy_and_the_config_key(setup):
         assert seen and set(seen) == {expected} and torch.get_num_threads() == before
 
 
+@pytest.mark.parametrize("busy, expected", [(0, 2), (2, 4)])
+def test_predictor_model_calls_are_long_ops(setup, monkeypatch, busy, expected):
+    """2 cores: every core when quiet, twice the cores beside a competing process (segkit.utils.threads)."""
+    import segkit.utils.threads as threads
+
+    cfg, _, weights = setup
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_runnable", lambda: busy)
+    pred = segkit.Predictor(cfg, weights=weights)
+    seen = []
+    pred.model.register_forward_pre_hook(lambda m, args: seen.append(torch.get_num_threads()))
+    pred(np.zeros((160, 160, 3), np.uint8))  # 160x160 pixels: work for 6 threads of 64x64
+    # Every forward pass (one per test-time scale and flip) ran with them.
+    assert seen and set(seen) == {expected}
+
+
+def test_thread_counts_do_not_change_predictions(setup):
+    """1, 2 and 4 intra-op threads (quiet, the old and the new count under load): the same labels."""
+    cfg, _, weights = setup
+    image = _images()[0]
+    runs = {}
+    for n in (1, 2, 4):
+        c = cfg.clone()
+        c.TEST.NUM_THREADS = n
+        runs[n] = segkit.Predictor(c, weights=weights)(image, return_probs=True)
+    for n in (2, 4):
+        assert np.array_equal(runs[n].labels, runs[1].labels)
+        np.testing.assert_allclose(runs[n].probs, runs[1].probs, atol=1e-5)
+
+
 def test_batchnorm_subclasses_that_do_more_are_not_folded():
     # timm's BatchNormAct2d is a BatchNorm2d subclass that also applies its activation:
     # folding it into the convolution would drop the activation.

@@ -29,6 +29,38 @@ def test_policy(work, grain, cores, busy, expected):
     assert choose_threads(work, grain, cores=cores, busy=busy) == expected
 
 
+@pytest.mark.parametrize(
+    "work, grain, cores, busy, expected",
+    [
+        (10_000, 100, 2, 0, 2),  # quiet: every core, as for short ops
+        (10_000, 100, 8, 0, 8),
+        (10_000, 100, 2, 2, 4),  # a competing 2-thread process on 2 cores: twice the cores
+        (10_000, 100, 2, 1, 4),
+        (10_000, 100, 8, 3, 16),  # not the free cores (5) as for short ops
+        (10_000, 100, 2, 9, 4),  # overloaded: still twice the cores, never more
+        (300, 100, 2, 2, 3),  # three grains of work: three threads at most
+        (150, 100, 8, 5, 1),  # small work: one thread, whatever the load
+        (10_000, 100, 1, 3, 1),  # one core: one thread
+    ],
+)
+def test_policy_for_long_ops(work, grain, cores, busy, expected):
+    assert choose_threads(work, grain, cores=cores, busy=busy, ops="long") == expected
+
+
+def test_kind_of_ops_is_checked():
+    with pytest.raises(ValueError, match="ops must be one of"):
+        choose_threads(10_000, 100, cores=2, busy=0, ops="medium")
+
+
+def test_explicit_counts_win_over_long_ops(monkeypatch):
+    big = dict(work=1e9, grain=1, cores=2, busy=2, ops="long")
+    monkeypatch.setenv(ENV_VAR, "1")
+    assert choose_threads(**big) == 1
+    with thread_override(3):
+        assert choose_threads(**big) == 3
+    assert choose_threads(**big, num_threads=2) == 2
+
+
 def test_explicit_counts_win_in_order(monkeypatch):
     big = dict(work=1e9, grain=1, cores=8, busy=0)
     monkeypatch.setenv(ENV_VAR, "3")

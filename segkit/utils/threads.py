@@ -8,22 +8,36 @@ cases make that slow, and products hit both:
   faster on one thread. The native dense CRF is hundreds of such ops.
 * **a busy machine**: OpenMP threads wait for each other at every barrier. When
   another process holds a core, the thread that shares it is descheduled and
-  the others spin at the barrier until it returns; on a 2-core machine with one
-  competing process, model calls were measured 5x slower with 2 threads while a
-  single thread only lost its share of the core.
+  the others spin at the barrier until it returns: on a 2-core machine beside a
+  competing 2-thread process, a 2-thread model call burns 0.88 CPU s for 0.56 s
+  of work and takes 3x its quiet time.
 
 The policy (:func:`choose_threads`):
 
 1. an explicit count wins: the ``num_threads`` argument (``TEST.NUM_THREADS`` in
    the Predictor), then :func:`thread_override` scopes, then the
    ``SEGKIT_NUM_THREADS`` environment variable; 0 or unset means automatic;
-2. automatic: ``min(free cores, work // grain)``, at least 1, where free cores are
-   the cores this process may run on (``sched_getaffinity``) minus the other
-   processes' runnable tasks the kernel reports right now (``/proc/loadavg``'s
-   running count less this process's running threads, least of three reads so
-   a passing blip does not count), and ``grain`` is the
-   work one thread needs before a second one pays (set per kind of work by its
-   caller, e.g. pixels x labels for the CRF).
+2. automatic, quiet machine: ``min(cores, work // grain)``, at least 1, where
+   cores are the CPUs this process may run on (``sched_getaffinity``) and
+   ``grain`` is the work one thread needs before a second one pays (set per kind
+   of work by its caller, e.g. pixels x labels for the CRF);
+3. automatic, busy machine (other processes' runnable tasks, from
+   ``/proc/loadavg``'s running count less this process's running threads, least
+   of three reads so that a passing blip does not count), by the kind of ops:
+
+   * ``ops="short"`` (many short parallel regions, the CRF): the free cores,
+     ``min(cores - busy, work // grain)``, at least 1;
+   * ``ops="long"`` (a model: convolutions of milliseconds each):
+     ``min(2 * cores, work // grain)``. More threads than cores make GNU OpenMP
+     (PyTorch's Linux builds) throttle its spinning, so a thread that waits at a
+     barrier yields its core instead of burning it, a descheduled thread holds a
+     smaller share of each op, and the call gets a larger share of the run queue.
+     Measured (``benchmarks/thread_policy.py``, FCN dilated ResNet-50, 321x321,
+     2 cores, a competing 2-thread process): 1 thread 1.17 s, 2 threads 0.89 s,
+     4 threads 0.57 s, 6 threads 0.53 s against 0.28 s quiet on 2 threads;
+     quiet, 4 threads cost 8% more than 2, so the count doubles only under load.
+     Measured with GNU OpenMP only; a fixed count (rule 1) is the way out where
+     another runtime behaves otherwise.
 
 :func:`intra_op_threads` applies a count around a block and restores the previous
 one. ``torch.set_num_threads`` is process-wide for the calling thread's parallel
@@ -42,6 +56,7 @@ import torch
 __all__ = ["ENV_VAR", "available_cores", "other_runnable", "choose_threads", "intra_op_threads", "thread_override"]
 
 ENV_VAR = "SEGKIT_NUM_THREADS"
+_OPS = ("short", "long")
 _LOCAL = threading.local()
 
 
@@ -112,7 +127,7 @@ def _explicit(num_threads: Optional[int]) -> Optional[int]:
 
 
 def choose_threads(work: float, grain: float, num_threads: Optional[int] = None,
-                   cores: Optional[int] = None, busy: Optional[int] = None) -> int:
+                   cores: Optional[int] = None, busy: Optional[int] = None, ops: str = "short") -> int:
     """Intra-op threads for ``work`` units, ``grain`` of which keep one thread busy enough.
 
     Args:
@@ -121,10 +136,15 @@ def choose_threads(work: float, grain: float, num_threads: Optional[int] = None,
         num_threads: an explicit count (> 0) that wins over everything; 0/None: policy.
         cores: CPUs available (default :func:`available_cores`).
         busy: other runnable tasks (default :func:`other_runnable`).
+        ops: ``"short"`` (many short parallel regions: under load, the free cores)
+            or ``"long"`` (a model's convolutions: under load, twice the cores);
+            see the module docstring.
 
     Returns:
         A thread count >= 1.
     """
+    if ops not in _OPS:
+        raise ValueError(f"ops must be one of {_OPS}, got {ops!r}")
     explicit = _explicit(num_threads)
     if explicit is not None:
         return explicit
@@ -133,6 +153,8 @@ def choose_threads(work: float, grain: float, num_threads: Optional[int] = None,
     if by_work <= 1 or cores <= 1:
         return 1  # no need to look at the load
     busy = other_runnable() if busy is None else int(busy)
+    if busy > 0 and ops == "long":
+        return min(2 * cores, by_work)
     return max(1, min(cores - busy, by_work, cores))
 
 
