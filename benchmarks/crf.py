@@ -156,7 +156,7 @@ def run_condition(condition, args, device, cases, competitor_pid=None):
                       f"others {timing['other_cpu']:.2f} s CPU", flush=True)
             for key, cold in (("native", True), ("cached", False)):
                 seen = []
-                timing, labels = _timed(lambda: seen.append(_threads_now()) or _native(image_t, probs_t, args.iterations, cold),
+                timing, labels = _timed(lambda: seen.append(_threads_now(probs.size)) or _native(image_t, probs_t, args.iterations, cold),
                                         device, exclude)
                 runs[(size, k)][key].append(timing)
                 threads_used[(size, k)] = seen[0]
@@ -181,11 +181,11 @@ def run_condition(condition, args, device, cases, competitor_pid=None):
     return rows
 
 
-def _threads_now():
-    """The thread count the native backend's policy picks for a CRF-sized job right now."""
-    from segkit.utils.threads import choose_threads
+def _threads_now(work):
+    """The thread count the native backend's policy picks for this job (pixels x labels) right now."""
+    from segkit.postprocess.dense_crf import _crf_threads
 
-    return torch.get_num_threads() if _FIXED_THREADS[0] else choose_threads(1 << 30, 1)
+    return torch.get_num_threads() if _FIXED_THREADS[0] else _crf_threads(work)
 
 
 _FIXED_THREADS = [False]

@@ -137,3 +137,22 @@ def test_small_native_crf_stays_on_one_thread(monkeypatch):
                         torch.full((1, 3, 6, 7), 1 / 3))
     dense_crf(np.zeros((6, 7, 3), np.uint8), np.full((3, 6, 7), 1 / 3, np.float32))
     assert inside == [1]
+
+
+@pytest.mark.parametrize("work, busy, expected", [
+    (1_000, 0, 1),            # tiny: one thread, whatever the load
+    (480 * 320 * 2, 0, 2),    # quiet: every core from 2**16 pixels x labels on
+    (480 * 320 * 2, 2, 1),    # busy, short ops: the free cores (at least one)
+    (2048 * 1024 * 2, 0, 2),  # quiet, large: every core
+    (2048 * 1024 * 2, 2, 4),  # busy, large: the long-ops count, twice the cores
+])
+def test_native_crf_thread_count_by_work_and_load(monkeypatch, work, busy, expected):
+    import importlib
+
+    import segkit.utils.threads as threads
+
+    module = importlib.import_module("segkit.postprocess.dense_crf")
+    monkeypatch.delenv(threads.ENV_VAR, raising=False)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "other_runnable", lambda samples=3: busy)
+    assert module._crf_threads(work) == expected

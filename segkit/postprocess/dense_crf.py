@@ -297,9 +297,23 @@ def _binary_mean_field(neg_unary: torch.Tensor, operators: Sequence[LatticeFilte
     return torch.cat([q0, torch.sigmoid(z.neg_())], dim=1)
 
 
-# Pixels x labels per intra-op thread of the native CRF: its ops are short gathers,
-# and below this a second thread costs more in barriers than it saves.
-_CRF_GRAIN = 1 << 18
+# Pixels x labels per intra-op thread of the native CRF: below it a second thread
+# costs more in barriers than it saves. Measured (benchmarks/crf.py, quiet, 2 cores):
+# 480x320 with 2 labels (307,200) runs 1.5x faster on 2 threads than on 1.
+_CRF_GRAIN = 1 << 16
+# From this much work on (e.g. 2048x1024 x 2 labels) its ops last milliseconds and a
+# busy machine gets the policy's long-ops count (twice the cores: GNU OpenMP then
+# sleeps at barriers instead of spinning); below, a busy machine gets the free cores
+# (one thread beside a 2-thread competitor ran steadily; 3-4 threads were erratic,
+# 0.5-1.7x of pydensecrf from run to run on 480x320 and 500x375).
+_CRF_LONG = 1 << 22
+
+
+def _crf_threads(work: int) -> int:
+    """Intra-op threads of the native CRF for ``work`` pixels x labels (segkit.utils.threads' policy)."""
+    if work >= _CRF_LONG:
+        return choose_threads(work, _CRF_GRAIN, ops="long")
+    return choose_threads(work, _CRF_GRAIN)
 
 
 @torch.no_grad()
@@ -308,7 +322,7 @@ def _native_batch(images: torch.Tensor, unary: torch.Tensor, params: CRFParams) 
     if unary.device.type != "cpu":
         return _native_compute(images, unary, params)
     # Threads for the work and the machine's load, not torch's global default (segkit.utils.threads).
-    with intra_op_threads(choose_threads(unary.numel(), _CRF_GRAIN)):
+    with intra_op_threads(_crf_threads(unary.numel())):
         return _native_compute(images, unary, params)
 
 
