@@ -144,7 +144,8 @@ def test_small_native_crf_stays_on_one_thread(monkeypatch):
     (480 * 320 * 2, 0, 2),    # quiet: every core from 2**16 pixels x labels on
     (480 * 320 * 2, 2, 1),    # busy, short ops: the free cores (at least one)
     (2048 * 1024 * 2, 0, 2),  # quiet, large: every core
-    (2048 * 1024 * 2, 2, 4),  # busy, large: the long-ops count, twice the cores
+    (2048 * 1024 * 2, 2, 1),  # busy, large but few labels: still the free cores
+    (2048 * 1024 * 19, 2, 4),  # busy, many labels: the long-ops count, twice the cores
 ])
 def test_native_crf_thread_count_by_work_and_load(monkeypatch, work, busy, expected):
     import importlib

@@ -301,12 +301,15 @@ def _binary_mean_field(neg_unary: torch.Tensor, operators: Sequence[LatticeFilte
 # costs more in barriers than it saves. Measured (benchmarks/crf.py, quiet, 2 cores):
 # 480x320 with 2 labels (307,200) runs 1.5x faster on 2 threads than on 1.
 _CRF_GRAIN = 1 << 16
-# From this much work on (e.g. 2048x1024 x 2 labels) its ops last milliseconds and a
-# busy machine gets the policy's long-ops count (twice the cores: GNU OpenMP then
-# sleeps at barriers instead of spinning); below, a busy machine gets the free cores
-# (one thread beside a 2-thread competitor ran steadily; 3-4 threads were erratic,
-# 0.5-1.7x of pydensecrf from run to run on 480x320 and 500x375).
-_CRF_LONG = 1 << 22
+# From this much work on (e.g. 2048x1024 with 4 labels or more) its ops last
+# milliseconds and a busy machine gets the policy's long-ops count (twice the cores:
+# GNU OpenMP then sleeps at barriers instead of spinning): beside a 2-thread
+# competitor, 2048x1024 with 19 and 21 labels ran 1.28-1.44x faster than
+# pydensecrf on 4 threads against 1.11-1.23x on 1. Below it a busy machine gets the
+# free cores: with 2 and 3 labels 4 threads gained nothing at 2048x1024 (0.95-1.16x
+# against 1.01-1.24x on 1) and were erratic at VOC sizes (0.5-1.7x from run to
+# run, where 1 thread ran steadily at 1.3-1.7x).
+_CRF_LONG = 1 << 23
 
 
 def _crf_threads(work: int) -> int:

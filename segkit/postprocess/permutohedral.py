@@ -15,14 +15,18 @@ same feature scaling, the same rounding to the nearest remainder-0 lattice point
 the same barycentric coordinates, the same blur and the same "alpha" rescaling. The
 only difference is how lattice vertices are found: the reference inserts keys
 into a hash table one point at a time; here every vertex key is packed into one
-integer code (mixed radix over (batch, remainder, d coordinates/(d+1)): exact, no
-hashing, int32 when it fits), built for all points at once from a running sum over
-rank slots, and a single stable sort of the codes yields at the same time the
-distinct vertices, every point's vertex indices and the splat's vertex-major
-order (no ``torch.unique``, no second sort). Blur neighbours are found by
-adding a constant to the code and binary-searching the sorted vertex codes.
-Because vertex numbering does not enter any arithmetic, results match the
-reference up to the summation order of floating-point reductions.
+integer code, an exact linear map of (remainder, batch, d coordinates/(d+1))
+(no hashing, int32 when it fits, ordered so that the vertices of neighbouring
+pixels get nearby numbers), built for all points at once, and one stable sort of
+each remainder's codes yields at the same time the distinct vertices, every
+point's vertex indices and the splat's vertex-major order (no ``torch.unique``,
+no second sort). Blur neighbours are found by adding a constant to the code and
+binary-searching the sorted vertex codes. The per-point work is laid out a row
+per coordinate, so that each step of the reference's inner loops (the pairwise
+rank comparisons included) is one operation on contiguous rows. Because vertex
+numbering does not enter any arithmetic, results match the reference up to the
+summation order of floating-point reductions (``tests/test_permutohedral_oracle.py``
+compares the filter with a direct port of the reference's loops).
 
 Splat, blur and slice are each a sparse linear map with a fixed number of terms
 per output row (the slice: d+1; a blur step: 3) or a variable one (the splat),
@@ -177,13 +181,12 @@ def _simplices(elevated: torch.Tensor, batch: int):
         batch: number of images; the P points are ``batch`` equal runs.
 
     Returns:
-        codes: (d+1, P) exact mixed-radix code of vertex k of each point's simplex
+        codes: (d+1, P) exact code of vertex k of each point's simplex (:func:`_packing`)
             (batch index included), int32 when the packing fits, else int64.
         bary: (d+1, P) float32 barycentric weight of each vertex.
         radix, strides, total: the packing (see :func:`_packing`).
     """
     d1, p = elevated.shape
-    d = d1 - 1
     device = elevated.device
     down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
     # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
