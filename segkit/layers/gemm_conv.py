@@ -1,0 +1,132 @@
+"""A 2-D convolution that runs as one GEMM with pre-packed weights where that is faster.
+
+oneDNN's direct convolution is slow on maps with few pixels and large weights:
+FCN's fc6 (7x7x512 -> 4096 on VGG-16's 11x11 ``pool5`` at 321x321) ran at
+~80 GFLOP/s per core here, against ~240 for the same arithmetic written as
+``im2col`` followed by oneDNN's matrix product (inner product) on a weight packed
+once into oneDNN's blocked layout. :class:`GemmConv2d` is an ``nn.Conv2d`` (same
+parameters, ``state_dict`` and results up to float rounding) whose inference
+forward takes that route on CPU where it pays off (:meth:`GemmConv2d.use_gemm`):
+
+* every 1x1 convolution (the GEMM needs no ``im2col``: an NHWC map *is* the
+  ``(pixels, channels)`` matrix);
+* a k x k convolution whose output has at most :attr:`GemmConv2d.max_im2col_pixels`
+  pixels (N x H_out x W_out), where the ``im2col`` copy is small.
+
+Everything else (other devices, other dtypes, autograd, grouped convolutions,
+TorchScript tracing/scripting, ONNX export, ``torch.compile``) uses
+``nn.Conv2d.forward`` unchanged, so exported graphs contain ordinary convolutions.
+The packed weight is a cache (never saved), rebuilt when the weight changes
+(in-place update, ``load_state_dict``, a device move) and dropped by ``deepcopy``
+and pickling; it holds a second copy of the weight (411 MB for FCN's fc6).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["GemmConv2d", "gemm_available"]
+
+
+def gemm_available() -> bool:
+    """True when this torch build has oneDNN's packed inner product (``torch.ops.mkldnn``)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
+def _exporting() -> bool:
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return True
+    onnx = getattr(torch, "onnx", None)
+    if onnx is not None and getattr(onnx, "is_in_onnx_export", lambda: False)():
+        return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_compiling", lambda: False)())
+
+
+class GemmConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose CPU inference runs as ``im2col`` + one packed oneDNN GEMM where faster.
+
+    ``forward(x: (N, C_in, H, W)) -> (N, C_out, H_out, W_out)``, the same values as
+    ``nn.Conv2d`` up to float rounding; on the GEMM route the output is a
+    channels-last tensor. Build one with :meth:`convert` (in place, keeps the
+    module's parameters, hooks and name).
+    """
+
+    #: k x k convolutions (k > 1) take the GEMM route up to this many output pixels.
+    max_im2col_pixels: int = 256
+    # oneDNN lays the packed weight out for this many rows; 512 used both cores
+    # (121, the real row count of FCN's fc6, ran single-threaded).
+    _PACK_ROWS: int = 512
+
+    _packed: Optional[Tuple[tuple, torch.Tensor]] = None  # ((weight, data_ptr, version), packed weight)
+
+    @classmethod
+    def convert(cls, conv: nn.Conv2d) -> bool:
+        """Turn ``conv`` (an exact ``nn.Conv2d``) into a :class:`GemmConv2d` in place.
+
+        Returns:
+            False (and leaves it alone) for grouped, non-zero-padded or string-padded
+            convolutions, or when the torch build lacks oneDNN's packed GEMM.
+        """
+        if (type(conv) is not nn.Conv2d or conv.groups != 1 or conv.padding_mode != "zeros"
+                or isinstance(conv.padding, str) or not gemm_available()):
+            return False
+        conv.__class__ = cls
+        return True
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_packed", None)  # a oneDNN tensor: not copyable, and rebuilt on demand
+        return state
+
+    def _out_size(self, h: int, w: int) -> Tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+    def use_gemm(self, x: torch.Tensor) -> bool:
+        """Whether ``forward(x)`` takes the packed-GEMM route (see the module docstring)."""
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4 or _exporting()
+                or self.weight.dtype != torch.float32 or self.weight.device.type != "cpu"):
+            return False
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return False
+        if self.kernel_size == (1, 1):
+            return True
+        ho, wo = self._out_size(x.shape[2], x.shape[3])
+        return x.shape[0] * ho * wo <= self.max_im2col_pixels
+
+    def _packed_weight(self) -> torch.Tensor:
+        w = self.weight
+        key = (w.data_ptr(), w._version)
+        # The weight object itself is part of the key (held, so its address is not reused).
+        if self._packed is None or self._packed[0][0] is not w or self._packed[0][1:] != key:
+            # (C_out, kh, kw, C_in): the column order of the NHWC im2col below.
+            matrix = w.detach().permute(0, 2, 3, 1).reshape(w.shape[0], -1).contiguous()
+            self._packed = ((w,) + key, torch.ops.mkldnn._reorder_linear_weight(matrix, self._PACK_ROWS))
+        return self._packed[1]
+
+    def _im2col(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N * H_out * W_out, kh * kw * C), rows in NHWC pixel order."""
+        n, c = x.shape[:2]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        ho, wo = self._out_size(x.shape[2], x.shape[3])
+        nhwc = x.permute(0, 2, 3, 1)
+        if ph or pw:
+            nhwc = F.pad(nhwc, (0, 0, pw, pw, ph, ph))
+        nhwc = nhwc.contiguous()
+        s_n, s_h, s_w, s_c = nhwc.stride()
+        if self.kernel_size == (1, 1) and self.stride == (1, 1):
+            return nhwc.view(n * ho * wo, c)
+        windows = nhwc.as_strided((n, ho, wo, kh, kw, c), (s_n, s_h * sh, s_w * sw, s_h * dh, s_w * dw, s_c))
+        return windows.reshape(n * ho * wo, kh * kw * c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.use_gemm(x):
+            return super().forward(x)
+        ho, wo = self._out_size(x.shape[2], x.shape[3])
+        out = torch.ops.mkldnn._linear_pointwise(self._im2col(x), self._packed_weight(), self.bias, "none", [], "")
+        return out.view(x.shape[0], ho, wo, self.out_channels).permute(0, 3, 1, 2)
