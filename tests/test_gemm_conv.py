@@ -20,7 +20,8 @@ def _pair(cin, cout, k, stride=1, padding=0, dilation=1, bias=True, seed=0):
     return conv, gemm
 
 
-# (cin, cout, kernel, stride, padding, dilation, bias, input N x H x W)
+# (cin, cout, kernel, stride, padding, dilation, bias, input N x H x W); im2col route:
+# at most GemmConv2d.max_im2col_pixels output pixels, or 1x1.
 CASES = [
     (16, 24, 1, 1, 0, 1, True, (2, 9, 7)),      # 1x1: no im2col
     (16, 24, 1, 2, 0, 1, False, (1, 9, 8)),     # 1x1 strided
@@ -31,17 +32,26 @@ CASES = [
     (5, 7, (3, 1), 1, (1, 0), 1, True, (1, 6, 6)),  # non-square kernel
     (4, 6, 3, 1, 0, 1, True, (1, 5, 5)),        # no padding
 ]
+# Tap route: > 256 output pixels, at most GemmConv2d.max_tap_channels output channels.
+TAP_CASES = [
+    (32, 5, 3, 1, 12, 12, True, (1, 20, 19)),   # DeepLab's dilated classifier: most taps in the padding
+    (8, 3, 3, 1, 1, 1, False, (2, 17, 16)),     # batch of 2
+    (8, 4, 3, 2, 1, 1, True, (1, 35, 36)),      # strided
+    (6, 4, 5, 1, (2, 1), (1, 2), True, (1, 18, 27)),  # non-square padding and dilation
+    (6, 4, 3, 1, 0, 1, True, (1, 19, 18)),      # no padding
+]
 
 
-@pytest.mark.parametrize("cin, cout, k, stride, padding, dilation, bias, nhw", CASES)
+@pytest.mark.parametrize("route, cin, cout, k, stride, padding, dilation, bias, nhw",
+                         [("im2col",) + c for c in CASES] + [("taps",) + c for c in TAP_CASES])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_gemm_route_matches_conv2d(cin, cout, k, stride, padding, dilation, bias, nhw, channels_last):
+def test_gemm_route_matches_conv2d(route, cin, cout, k, stride, padding, dilation, bias, nhw, channels_last):
     conv, gemm = _pair(cin, cout, k, stride, padding, dilation, bias)
     x = torch.randn(nhw[0], cin, *nhw[1:])
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        assert gemm.use_gemm(x)
+        assert gemm.route(x) == route
         expected, out = conv(x), gemm(x)
         # Independent oracle: the convolution as explicit sums over taps (double precision).
         oracle = F.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else conv.bias.double(),
@@ -52,11 +62,14 @@ def test_gemm_route_matches_conv2d(cin, cout, k, stride, padding, dilation, bias
 
 
 def test_route_choice_and_fallbacks():
-    _, gemm = _pair(4, 8, 3, padding=1)
+    _, gemm = _pair(4, 33, 3, padding=1)
     small, large = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 17, 17)  # 256 and 289 output pixels
     with torch.no_grad():
-        assert gemm.use_gemm(small) and not gemm.use_gemm(large)
+        assert gemm.route(small) == "im2col" and gemm.route(large) == "conv"  # 33 > 32 output channels
         assert not gemm.use_gemm(small.double())  # float32 only
+    _, few = _pair(4, 32, 3, padding=1)
+    with torch.no_grad():
+        assert few.route(large) == "taps"
     _, one = _pair(4, 8, 1)
     with torch.no_grad():
         assert one.use_gemm(torch.randn(1, 4, 64, 64))  # 1x1: any size
@@ -82,7 +95,9 @@ def test_packed_weight_follows_weight_updates_and_copies():
     conv, gemm = _pair(6, 10, 3, padding=1)
     x = torch.randn(1, 6, 5, 5)
     with torch.inference_mode():
-        gemm(x)  # packs
+        gemm(x)  # packs for the im2col route
+        gemm(torch.randn(1, 6, 20, 20))  # and for the tap route
+    assert set(gemm._packed) == {False, True}
     new = nn.Conv2d(6, 10, 3, padding=1)
     gemm.load_state_dict(new.state_dict())  # in-place copy: same tensors, new version
     clone = copy.deepcopy(gemm)  # the packed cache is not copied
