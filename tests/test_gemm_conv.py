@@ -156,3 +156,34 @@ def test_optimized_fcn_vgg_matches_eager():
     assert (p.argmax(1) == q.argmax(1)).float().mean() >= 0.9999
     assert (p - q).abs().max() < 1e-4
     assert use_gemm_convs(fast) == 0  # a second call finds nothing left to convert
+
+
+def test_optimized_deeplab_resnet_aspp_matches_eager():
+    """DeepLab v2 ASPP on a dilated ResNet: 1x1 convolutions and the dilated 3x3 classifiers take GEMM routes."""
+    from segkit.config import get_cfg
+    from segkit.modeling import build_model
+
+    cfg = get_cfg()
+    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.WIDTH", "8",
+                         "MODEL.RESNETS.OUTPUT_STRIDE", "8", "MODEL.RESNETS.OUT_FEATURES", '["res5"]',
+                         "MODEL.HEAD.NAME", "DeepLabV2Head", "MODEL.HEAD.IN_FEATURES", '["res5"]',
+                         "MODEL.NUM_CLASSES", "5", "DATASETS.TRAIN", "[]", "DATASETS.TEST", "[]"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # non-trivial batch-norm statistics, folded by the optimisation
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    images = torch.randint(0, 256, (1, 3, 160, 152), dtype=torch.uint8)  # res5: 20 x 19 = 380 pixels
+    fast = optimize_for_inference(model)
+    routes = []
+    for m in fast.modules():
+        if isinstance(m, GemmConv2d):
+            m.register_forward_hook(lambda mod, args, out: routes.append((mod.kernel_size, mod.route(args[0]))))
+    with torch.inference_mode():
+        expected, out = model(images), fast(images)
+    assert ((3, 3), "taps") in routes and ((1, 1), "im2col") in routes
+    p, q = expected.softmax(1), out.softmax(1)
+    assert (p.argmax(1) == q.argmax(1)).float().mean() >= 0.9999
+    assert (p - q).abs().max() < 1e-4
