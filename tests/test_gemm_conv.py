@@ -34,11 +34,11 @@ CASES = [
 ]
 # Tap route: > 256 output pixels, at most GemmConv2d.max_tap_channels output channels.
 TAP_CASES = [
-    (32, 5, 3, 1, 12, 12, True, (1, 20, 19)),   # DeepLab's dilated classifier: most taps in the padding
-    (8, 3, 3, 1, 1, 1, False, (2, 17, 16)),     # batch of 2
-    (8, 4, 3, 2, 1, 1, True, (1, 35, 36)),      # strided
-    (6, 4, 5, 1, (2, 1), (1, 2), True, (1, 18, 27)),  # non-square padding and dilation
-    (6, 4, 3, 1, 0, 1, True, (1, 19, 18)),      # no padding
+    (48, 5, 3, 1, 12, 12, True, (1, 20, 19)),   # DeepLab's dilated classifier: most taps in the padding
+    (27, 3, 3, 1, 1, 1, False, (2, 17, 16)),    # batch of 2; exactly k*k*C_out input channels
+    (40, 4, 3, 2, 1, 1, True, (1, 35, 36)),     # strided
+    (100, 4, 5, 1, (2, 1), (1, 2), True, (1, 18, 27)),  # non-square padding and dilation
+    (36, 4, 3, 1, 0, 1, True, (1, 19, 18)),     # no padding
 ]
 
 
@@ -62,19 +62,22 @@ def test_gemm_route_matches_conv2d(route, cin, cout, k, stride, padding, dilatio
 
 
 def test_route_choice_and_fallbacks():
-    _, gemm = _pair(4, 33, 3, padding=1)
-    small, large = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 17, 17)  # 256 and 289 output pixels
+    _, gemm = _pair(300, 33, 3, padding=1)
+    small, large = torch.randn(1, 300, 16, 16), torch.randn(1, 300, 17, 17)  # 256 and 289 output pixels
     with torch.no_grad():
         assert gemm.route(small) == "im2col" and gemm.route(large) == "conv"  # 33 > 32 output channels
         assert not gemm.use_gemm(small.double())  # float32 only
-    _, few = _pair(4, 32, 3, padding=1)
-    with torch.no_grad():
-        assert few.route(large) == "taps"
+        assert _pair(288, 32, 3, padding=1)[1].route(large[:, :288]) == "taps"
+        assert _pair(287, 32, 3, padding=1)[1].route(large[:, :287]) == "conv"  # fewer than 9 x 32 inputs
+        assert _pair(3, 16, 3, padding=1)[1].route(large[:, :3]) == "conv"  # an RGB stem: not worth it
+    # 1x1: small weights only on small maps, large weights (>= 2^18) at any size.
     _, one = _pair(4, 8, 1)
+    _, big = _pair(512, 512, 1)
     with torch.no_grad():
-        assert one.use_gemm(torch.randn(1, 4, 64, 64))  # 1x1: any size
+        assert one.route(torch.randn(1, 4, 16, 16)) == "im2col" and one.route(torch.randn(1, 4, 17, 17)) == "conv"
+        assert big.route(torch.randn(1, 512, 40, 40)) == "im2col"
     # Autograd: the ordinary convolution, with gradients.
-    x = torch.randn(1, 4, 6, 6, requires_grad=True)
+    x = torch.randn(1, 300, 6, 6, requires_grad=True)
     assert not gemm.use_gemm(x)
     gemm(x).sum().backward()
     assert x.grad is not None and gemm.weight.grad is not None
@@ -92,13 +95,13 @@ def test_tracing_and_export_see_an_ordinary_convolution():
 
 
 def test_packed_weight_follows_weight_updates_and_copies():
-    conv, gemm = _pair(6, 10, 3, padding=1)
-    x = torch.randn(1, 6, 5, 5)
+    conv, gemm = _pair(96, 10, 3, padding=1)
+    x = torch.randn(1, 96, 5, 5)
     with torch.inference_mode():
         gemm(x)  # packs for the im2col route
-        gemm(torch.randn(1, 6, 20, 20))  # and for the tap route
+        gemm(torch.randn(1, 96, 20, 20))  # and for the tap route
     assert set(gemm._packed) == {False, True}
-    new = nn.Conv2d(6, 10, 3, padding=1)
+    new = nn.Conv2d(96, 10, 3, padding=1)
     gemm.load_state_dict(new.state_dict())  # in-place copy: same tensors, new version
     clone = copy.deepcopy(gemm)  # the packed cache is not copied
     assert getattr(clone, "_packed", None) is None
@@ -159,7 +162,7 @@ def test_optimized_fcn_vgg_matches_eager():
 
 
 def test_optimized_deeplab_resnet_aspp_matches_eager():
-    """DeepLab v2 ASPP on a dilated ResNet: 1x1 convolutions and the dilated 3x3 classifiers take GEMM routes."""
+    """DeepLab v2 ASPP on a dilated ResNet: the dilated 3x3 classifiers take the tap route."""
     from segkit.config import get_cfg
     from segkit.modeling import build_model
 
@@ -183,7 +186,7 @@ def test_optimized_deeplab_resnet_aspp_matches_eager():
             m.register_forward_hook(lambda mod, args, out: routes.append((mod.kernel_size, mod.route(args[0]))))
     with torch.inference_mode():
         expected, out = model(images), fast(images)
-    assert ((3, 3), "taps") in routes and ((1, 1), "im2col") in routes
+    assert ((3, 3), "taps") in routes  # the ASPP classifiers (64 -> 5 channels on 20 x 19)
     p, q = expected.softmax(1), out.softmax(1)
     assert (p.argmax(1) == q.argmax(1)).float().mean() >= 0.9999
     assert (p - q).abs().max() < 1e-4

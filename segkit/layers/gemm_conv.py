@@ -8,15 +8,19 @@ once into oneDNN's blocked layout. :class:`GemmConv2d` is an ``nn.Conv2d`` (same
 parameters, ``state_dict`` and results up to float rounding) whose inference
 forward takes that route on CPU where it pays off (:meth:`GemmConv2d.use_gemm`):
 
-* every 1x1 convolution (the GEMM needs no ``im2col``: an NHWC map *is* the
-  ``(pixels, channels)`` matrix);
-* a k x k convolution whose output has at most :attr:`GemmConv2d.max_im2col_pixels`
+* a convolution whose output has at most :attr:`GemmConv2d.max_im2col_pixels`
   pixels (N x H_out x W_out), where the ``im2col`` copy is small;
+* a 1x1 convolution with at least :attr:`GemmConv2d.min_gemm_weight` weights
+  (C_in x C_out; ResNet's bottleneck 1x1s from 256 x 1024 up), at any size: the
+  GEMM needs no ``im2col`` (an NHWC map *is* the ``(pixels, channels)`` matrix) and
+  matched or beat the convolution there (1x1s with fewer weights on large maps,
+  e.g. MobileNet's, were slower as GEMMs);
 * a k x k convolution with few output channels (at most
   :attr:`GemmConv2d.max_tap_channels`, e.g. DeepLab's dilated 3x3 classifiers
-  2048 -> 21, 3x faster so; with 64 channels it was slower): one GEMM computes every
-  tap's contribution at every input pixel (``C_in -> k*k*C_out``, a 1x1
-  convolution), then the k*k shifted maps are summed ("tap" route; no ``im2col``).
+  2048 -> 21, 3x faster so; with 64 channels it was slower) and at least k*k*C_out
+  input channels: one GEMM computes every tap's contribution at every input pixel
+  (``C_in -> k*k*C_out``, a 1x1 convolution), then the k*k shifted maps are summed
+  ("tap" route; no ``im2col``; the per-tap map is no larger than the input).
 
 Everything else (other devices, other dtypes, autograd, grouped convolutions,
 TorchScript tracing/scripting, ONNX export, ``torch.compile``) uses
@@ -63,6 +67,8 @@ class GemmConv2d(nn.Conv2d):
 
     #: k x k convolutions (k > 1) take the GEMM route up to this many output pixels.
     max_im2col_pixels: int = 256
+    #: 1x1 convolutions with at least this many weights (C_in x C_out) take the GEMM route at any size.
+    min_gemm_weight: int = 1 << 18
     #: k x k convolutions on larger maps with at most this many output channels take the tap route.
     max_tap_channels: int = 32
     # oneDNN lays the packed weight out for this many rows; 512 used both cores
@@ -102,12 +108,15 @@ class GemmConv2d(nn.Conv2d):
             return "conv"
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return "conv"
-        if self.kernel_size == (1, 1):
-            return "im2col"
         ho, wo = self._out_size(x.shape[2], x.shape[3])
         if x.shape[0] * ho * wo <= self.max_im2col_pixels:
             return "im2col"
-        return "taps" if self.out_channels <= self.max_tap_channels else "conv"
+        if self.kernel_size == (1, 1):
+            return "im2col" if self.in_channels * self.out_channels >= self.min_gemm_weight else "conv"
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        if self.out_channels <= self.max_tap_channels and self.in_channels >= taps * self.out_channels:
+            return "taps"
+        return "conv"
 
     def use_gemm(self, x: torch.Tensor) -> bool:
         """Whether ``forward(x)`` takes a packed-GEMM route (see the module docstring)."""
