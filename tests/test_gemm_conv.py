@@ -70,6 +70,11 @@ def test_route_choice_and_fallbacks():
         assert _pair(288, 32, 3, padding=1)[1].route(large[:, :288]) == "taps"
         assert _pair(287, 32, 3, padding=1)[1].route(large[:, :287]) == "conv"  # fewer than 9 x 32 inputs
         assert _pair(3, 16, 3, padding=1)[1].route(large[:, :3]) == "conv"  # an RGB stem: not worth it
+    # im2col with padding: split by kernel row (skipping taps that read only padding) when that saves >= 10%.
+    _, fc6 = _pair(8, 16, 7, padding=3)
+    assert fc6._row_ranges(11) == [(3, 11), (2, 11), (1, 11), (0, 11), (0, 10), (0, 9), (0, 8)]  # FCN's fc6
+    assert fc6._skip_padding_rows(11) and not gemm._skip_padding_rows(16)  # 3x3 on 16 rows: 4% saved
+    assert not _pair(8, 16, 7, padding=0)[1]._skip_padding_rows(11)
     # 1x1: small weights only on small maps, large weights (>= 2^18) at any size.
     _, one = _pair(4, 8, 1)
     _, big = _pair(512, 512, 1)
@@ -100,7 +105,7 @@ def test_packed_weight_follows_weight_updates_and_copies():
     with torch.inference_mode():
         gemm(x)  # packs for the im2col route
         gemm(torch.randn(1, 96, 20, 20))  # and for the tap route
-    assert set(gemm._packed) == {False, True}
+    assert set(gemm._packed) == {"rows", "taps"}
     new = nn.Conv2d(96, 10, 3, padding=1)
     gemm.load_state_dict(new.state_dict())  # in-place copy: same tensors, new version
     clone = copy.deepcopy(gemm)  # the packed cache is not copied

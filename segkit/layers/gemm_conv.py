@@ -75,8 +75,8 @@ class GemmConv2d(nn.Conv2d):
     # (121, the real row count of FCN's fc6, ran single-threaded).
     _PACK_ROWS: int = 512
 
-    # {taps: ((weight, data_ptr, version), packed weight)}, one entry per route used.
-    _packed: Optional[Dict[bool, Tuple[tuple, torch.Tensor]]] = None
+    # {kind: ((weight, data_ptr, version), packed weight(s))}, one entry per route used.
+    _packed: Optional[Dict[str, Tuple[tuple, object]]] = None
 
     @classmethod
     def convert(cls, conv: nn.Conv2d) -> bool:
@@ -122,21 +122,62 @@ class GemmConv2d(nn.Conv2d):
         """Whether ``forward(x)`` takes a packed-GEMM route (see the module docstring)."""
         return self.route(x) != "conv"
 
-    def _packed_weight(self, taps: bool) -> torch.Tensor:
+    def _packed_weight(self, kind: str):
+        """The weight packed for ``kind``: "im2col", "taps", or "rows" (a list, one per kernel row)."""
         w = self.weight
         key = (w.data_ptr(), w._version)
         if self._packed is None:
             self._packed = {}
-        cached = self._packed.get(taps)
+        cached = self._packed.get(kind)
         # The weight object itself is part of the key (held, so its address is not reused).
         if cached is None or cached[0][0] is not w or cached[0][1:] != key:
-            if taps:  # (kh, kw, C_out, C_in): row t * C_out + o of the tap GEMM's output
-                matrix = w.detach().permute(2, 3, 0, 1).reshape(-1, w.shape[1]).contiguous()
+            def pack(matrix):
+                return torch.ops.mkldnn._reorder_linear_weight(matrix.contiguous(), self._PACK_ROWS)
+
+            wd = w.detach()
+            if kind == "taps":  # (kh, kw, C_out, C_in): row t * C_out + o of the tap GEMM's output
+                packed = pack(wd.permute(2, 3, 0, 1).reshape(-1, w.shape[1]))
+            elif kind == "rows":  # per kernel row a: (C_out, kw, C_in)
+                packed = [pack(wd[:, :, a].permute(0, 2, 1).reshape(w.shape[0], -1)) for a in range(w.shape[2])]
             else:  # (C_out, kh, kw, C_in): the column order of the NHWC im2col below
-                matrix = w.detach().permute(0, 2, 3, 1).reshape(w.shape[0], -1).contiguous()
-            packed = torch.ops.mkldnn._reorder_linear_weight(matrix, self._PACK_ROWS)
-            cached = self._packed[taps] = ((w,) + key, packed)
+                packed = pack(wd.permute(0, 2, 3, 1).reshape(w.shape[0], -1))
+            cached = self._packed[kind] = ((w,) + key, packed)
         return cached[1]
+
+    def _row_ranges(self, h: int):
+        """Per kernel row a: the output rows [i0, i1) whose tap row a reads the input, not the padding."""
+        (kh, _), (sh, _), (ph, _), (dh, _) = self.kernel_size, self.stride, self.padding, self.dilation
+        ho = self._out_size(h, 1)[0]
+        # Output row i reads input row i * sh + a * dh - ph; keep 0 <= that < h.
+        return [(min(max(0, -(-(ph - a * dh) // sh)), ho), min(ho, max(0, (h - 1 + ph - a * dh) // sh + 1)))
+                for a in range(kh)]
+
+    def _skip_padding_rows(self, h: int) -> bool:
+        """Whether splitting the GEMM by kernel row skips >= 10% of the work (taps reading only padding)."""
+        if self.kernel_size[0] == 1 or self.padding[0] == 0:
+            return False
+        ho = self._out_size(h, 1)[0]
+        used = sum(max(0, i1 - i0) for i0, i1 in self._row_ranges(h))
+        return used <= 0.9 * ho * self.kernel_size[0]
+
+    def _gemm_by_kernel_row(self, x: torch.Tensor) -> torch.Tensor:
+        """The im2col GEMM split by kernel row, each over only the output rows it reaches: (N, H_out, W_out, C_out)."""
+        n, c, h, w = x.shape
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        ho, wo = self._out_size(h, w)
+        nhwc = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph)).contiguous()
+        s_n, s_h, s_w, s_c = nhwc.stride()
+        out = x.new_zeros(n, ho, wo, self.out_channels)
+        if self.bias is not None:
+            out += self.bias
+        for a, ((i0, i1), packed) in enumerate(zip(self._row_ranges(h), self._packed_weight("rows"))):
+            if i1 <= i0:
+                continue
+            cols = nhwc.as_strided((n, i1 - i0, wo, kw, c), (s_n, s_h * sh, s_w * sw, s_w * dw, s_c),
+                                   nhwc.storage_offset() + (i0 * sh + a * dh) * s_h)
+            y = torch.ops.mkldnn._linear_pointwise(cols.reshape(-1, kw * c), packed, None, "none", [], "")
+            out[:, i0:i1] += y.view(n, i1 - i0, wo, self.out_channels)
+        return out
 
     def _im2col(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N * H_out * W_out, kh * kw * C), rows in NHWC pixel order."""
@@ -160,7 +201,7 @@ class GemmConv2d(nn.Conv2d):
         ho, wo = self._out_size(h, w)
         o = self.out_channels
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        z = torch.ops.mkldnn._linear_pointwise(rows, self._packed_weight(True), None, "none", [], "")
+        z = torch.ops.mkldnn._linear_pointwise(rows, self._packed_weight("taps"), None, "none", [], "")
         # Output (i, j) reads input (i * sh - ph + a * dh, j * sw - pw + b * dw) through tap (a, b);
         # zero padding of the per-tap map equals zero padding of the input.
         z = F.pad(z.view(n, h, w, kh * kw * o), (0, 0, pw, pw, ph, ph)).view(n, h + 2 * ph, w + 2 * pw, kh, kw, o)
@@ -179,9 +220,11 @@ class GemmConv2d(nn.Conv2d):
             return super().forward(x)
         if route == "taps":
             out = self._taps(x)
+        elif self._skip_padding_rows(x.shape[2]):
+            out = self._gemm_by_kernel_row(x)
         else:
             ho, wo = self._out_size(x.shape[2], x.shape[3])
-            out = torch.ops.mkldnn._linear_pointwise(self._im2col(x), self._packed_weight(False), self.bias,
+            out = torch.ops.mkldnn._linear_pointwise(self._im2col(x), self._packed_weight("im2col"), self.bias,
                                                      "none", [], "")
             out = out.view(x.shape[0], ho, wo, self.out_channels)
         return out.permute(0, 3, 1, 2)
