@@ -6,7 +6,8 @@ FCN's fc6 (7x7x512 -> 4096 on VGG-16's 11x11 ``pool5`` at 321x321) ran at
 ``im2col`` followed by oneDNN's matrix product (inner product) on a weight packed
 once into oneDNN's blocked layout. :class:`GemmConv2d` is an ``nn.Conv2d`` (same
 parameters, ``state_dict`` and results up to float rounding) whose inference
-forward takes that route on CPU where it pays off (:meth:`GemmConv2d.use_gemm`):
+forward takes that route on CPU where it pays off (:meth:`GemmConv2d.route`), for
+convolutions of at least :attr:`GemmConv2d.min_gemm_macs` multiply-adds per call:
 
 * a convolution whose output has at most :attr:`GemmConv2d.max_im2col_pixels`
   pixels (N x H_out x W_out), where the ``im2col`` copy is small;
@@ -67,6 +68,9 @@ class GemmConv2d(nn.Conv2d):
 
     #: k x k convolutions (k > 1) take the GEMM route up to this many output pixels.
     max_im2col_pixels: int = 256
+    #: Convolutions with fewer multiply-adds per call keep ``nn.Conv2d`` (MobileNetV3's squeeze-excitation
+    #: 1x1s on 1x1 maps were slower as GEMMs).
+    min_gemm_macs: int = 1 << 20
     #: 1x1 convolutions with at least this many weights (C_in x C_out) take the GEMM route at any size.
     min_gemm_weight: int = 1 << 18
     #: k x k convolutions on larger maps with at most this many output channels take the tap route.
@@ -109,7 +113,10 @@ class GemmConv2d(nn.Conv2d):
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
             return "conv"
         ho, wo = self._out_size(x.shape[2], x.shape[3])
-        if x.shape[0] * ho * wo <= self.max_im2col_pixels:
+        pixels = x.shape[0] * ho * wo
+        if pixels * self.in_channels * self.out_channels * self.kernel_size[0] * self.kernel_size[1] < self.min_gemm_macs:
+            return "conv"  # too little work to pay for the route's Python and layout overhead
+        if pixels <= self.max_im2col_pixels:
             return "im2col"
         if self.kernel_size == (1, 1):
             return "im2col" if self.in_channels * self.out_channels >= self.min_gemm_weight else "conv"
