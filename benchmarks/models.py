@@ -34,6 +34,7 @@ get a profile of where their inference time goes.
     python benchmarks/models.py --quick --out benchmarks/results/models_quick_cpu.json
     python benchmarks/models.py --products-only --repeats 5
     python benchmarks/models.py --repeats 5               # the issue's setting
+    python benchmarks/models.py --configs "configs/voc/fcn*_vgg16.yaml" --no-peers --no-products --no-train
 
 Prints a table and writes JSON (``--out``).
 """
@@ -454,7 +455,8 @@ def run(args) -> Dict[str, object]:
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     gemm_before = gemm_rates(device, repeats=args.gemm_repeats)
     peaks = [max(gemm_before.values())]
-    rows = measure(peer_entries(args, device), args, device, peaks) if not args.products_only else []
+    peers = not (args.products_only or args.no_peers)
+    rows = measure(peer_entries(args, device), args, device, peaks) if peers else []
     for path in ([] if (args.peers_only or args.products_only) else _voc_configs(args.configs)):
         try:
             entries = config_entries(args, device, path)
@@ -538,6 +540,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--configs", nargs="+", default=["configs/voc/*.yaml"], help="globs of built-in model configs")
     p.add_argument("--peers-only", action="store_true", help="only the torchvision/segkit FCN comparison")
+    p.add_argument("--no-peers", action="store_true", help="skip the torchvision/segkit FCN comparison")
     p.add_argument("--quick", action="store_true", help="short run: 3 repeats, fewer GEMM repeats, no training, no "
                    "TorchScript variant of the built-in models")
     p.add_argument("--target", type=float, default=0.85, help="fraction of the best GEMM rate a model should reach")

@@ -13,8 +13,14 @@
   the convolutions are unchanged (BN entries disappear).
 * **channels-last** (NHWC) weights and inputs, which oneDNN on CPU and cuDNN's
   tensor-core kernels run faster than NCHW.
+* **packed GEMM convolutions** (:func:`use_gemm_convs`): every plain ``nn.Conv2d``
+  becomes a :class:`segkit.layers.gemm_conv.GemmConv2d` (same parameters and
+  ``state_dict``), which on CPU runs 1x1 convolutions and k x k ones on small
+  maps as ``im2col`` + one oneDNN GEMM on a weight packed once: oneDNN's direct
+  convolution is 3-4x slower there (FCN's fc6/fc7 on VGG-16's 11x11 ``pool5``).
+  Other devices, autograd, tracing and export keep ``nn.Conv2d``'s forward.
 
-Both are exact up to float rounding (tested to 1e-5).
+All are exact up to float rounding (tested to 1e-5).
 
 :func:`freeze_traced` goes further for deployment: a traced, frozen TorchScript
 module passed through ``torch.jit.optimize_for_inference``, which also fuses
@@ -32,9 +38,11 @@ import torch
 import torch.fx
 from torch import nn
 
+from segkit.layers.gemm_conv import GemmConv2d
+
 __all__ = [
     "fold_batchnorm", "freeze_traced", "optimize_for_inference", "prepare_for_inference", "to_channels_last",
-    "is_batchnorm",
+    "is_batchnorm", "use_gemm_convs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -141,18 +149,32 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def use_gemm_convs(model: nn.Module) -> int:
+    """Make every plain ``nn.Conv2d`` of ``model`` a :class:`GemmConv2d`, in place.
+
+    Names, parameters, ``state_dict`` keys and hooks are kept (the class changes
+    to a subclass that adds no state); results change only by float rounding.
+
+    Returns:
+        The number of converted convolutions (0 when torch lacks oneDNN).
+    """
+    return sum(GemmConv2d.convert(m) for m in model.modules() if type(m) is nn.Conv2d)
+
+
 def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last: bool = True,
-                           inplace: bool = False) -> nn.Module:
-    """Return an eval-mode model with batch norm folded and NHWC memory layout.
+                           inplace: bool = False, gemm_convs: bool = True) -> nn.Module:
+    """Return an eval-mode model with batch norm folded, NHWC memory layout and packed GEMM convolutions.
 
     Args:
         model: any ``nn.Module`` (a segkit model, a torchvision model).
         fold_bn: fold BatchNorm/FrozenBatchNorm2d into preceding convolutions.
         channels_last: use the channels-last memory format.
         inplace: modify ``model`` itself instead of a deep copy.
+        gemm_convs: convert convolutions to :class:`GemmConv2d` (:func:`use_gemm_convs`).
 
     Returns:
-        The optimised model; ``model.folded_batchnorms`` says how many pairs were folded.
+        The optimised model; ``model.folded_batchnorms`` says how many pairs were folded,
+        ``model.gemm_convs`` how many convolutions were converted.
         Outputs are contiguous or channels-last tensors with the same values.
     """
     model = model if inplace else copy.deepcopy(model)
@@ -160,8 +182,10 @@ def optimize_for_inference(model: nn.Module, fold_bn: bool = True, channels_last
     folded = fold_batchnorm(model) if fold_bn else 0
     if channels_last:
         to_channels_last(model)
-    model.folded_batchnorms = folded
-    logger.info("optimize_for_inference: folded %d batch norms, channels_last=%s", folded, channels_last)
+    converted = use_gemm_convs(model) if gemm_convs else 0
+    model.folded_batchnorms, model.gemm_convs = folded, converted
+    logger.info("optimize_for_inference: folded %d batch norms, channels_last=%s, %d GEMM convolutions",
+                folded, channels_last, converted)
     return model
 
 

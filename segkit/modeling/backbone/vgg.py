@@ -138,7 +138,8 @@ class VGG(Backbone):
         out: Dict[str, torch.Tensor] = {}
         for b, n in enumerate(VGG_SPECS[self.depth], start=1):
             for i in range(1, n + 1):
-                x = torch.relu(getattr(self, f"conv{b}_{i}")(x))
+                # In place: saves a pass over the map (the convolution's backward does not need its output).
+                x = torch.relu_(getattr(self, f"conv{b}_{i}")(x))
             out[f"conv{b}"] = x
             x = out[f"pool{b}"] = getattr(self, f"pool{b}")(x)
         if self.fc_kind != "none":
