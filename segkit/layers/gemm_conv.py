@@ -170,7 +170,7 @@ class GemmConv2d(nn.Conv2d):
     def _gemm_by_kernel_row(self, x: torch.Tensor) -> torch.Tensor:
         """The im2col GEMM split by kernel row, each over only the output rows it reaches: (N, H_out, W_out, C_out)."""
         n, c, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        (_, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
         ho, wo = self._out_size(h, w)
         nhwc = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph)).contiguous()
         s_n, s_h, s_w, s_c = nhwc.stride()
