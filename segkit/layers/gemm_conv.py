@@ -47,6 +47,11 @@ def gemm_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+def _gemm(rows: torch.Tensor, packed, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``rows @ W.T (+ bias)`` with ``W`` packed by oneDNN (the one call of its private inner product)."""
+    return torch.ops.mkldnn._linear_pointwise(rows, packed, bias, "none", [], "")
+
+
 def _exporting() -> bool:
     if torch.jit.is_scripting() or torch.jit.is_tracing():
         return True
@@ -182,7 +187,7 @@ class GemmConv2d(nn.Conv2d):
                 continue
             cols = nhwc.as_strided((n, i1 - i0, wo, kw, c), (s_n, s_h * sh, s_w * sw, s_w * dw, s_c),
                                    nhwc.storage_offset() + (i0 * sh + a * dh) * s_h)
-            y = torch.ops.mkldnn._linear_pointwise(cols.reshape(-1, kw * c), packed, None, "none", [], "")
+            y = _gemm(cols.reshape(-1, kw * c), packed)
             out[:, i0:i1] += y.view(n, i1 - i0, wo, self.out_channels)
         return out
 
@@ -208,7 +213,7 @@ class GemmConv2d(nn.Conv2d):
         ho, wo = self._out_size(h, w)
         o = self.out_channels
         rows = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        z = torch.ops.mkldnn._linear_pointwise(rows, self._packed_weight("taps"), None, "none", [], "")
+        z = _gemm(rows, self._packed_weight("taps"))
         # Output (i, j) reads input (i * sh - ph + a * dh, j * sw - pw + b * dw) through tap (a, b);
         # zero padding of the per-tap map equals zero padding of the input.
         z = F.pad(z.view(n, h, w, kh * kw * o), (0, 0, pw, pw, ph, ph)).view(n, h + 2 * ph, w + 2 * pw, kh, kw, o)
@@ -231,7 +236,6 @@ class GemmConv2d(nn.Conv2d):
             out = self._gemm_by_kernel_row(x)
         else:
             ho, wo = self._out_size(x.shape[2], x.shape[3])
-            out = torch.ops.mkldnn._linear_pointwise(self._im2col(x), self._packed_weight("im2col"), self.bias,
-                                                     "none", [], "")
+            out = _gemm(self._im2col(x), self._packed_weight("im2col"), self.bias)
             out = out.view(x.shape[0], ho, wo, self.out_channels)
         return out.permute(0, 3, 1, 2)

@@ -253,17 +253,18 @@ def _mean_field(unary: torch.Tensor, operators: Sequence[LatticeFilter], iterati
     neg_unary = -unary.contiguous()
     if iterations == 0 or not operators:
         return _exp_normalize(neg_unary)
-    if neg_unary.shape[1] == 2 and _BINARY[0]:
+    if neg_unary.shape[1] == 2:
         return _binary_mean_field(neg_unary, operators, iterations)
+    return _general_mean_field(neg_unary, operators, iterations)
+
+
+def _general_mean_field(neg_unary: torch.Tensor, operators: Sequence[LatticeFilter], iterations: int) -> torch.Tensor:
+    """The update for any number of labels, all channels filtered together (``neg_unary`` = -U, (P, K))."""
     q = _exp_normalize(neg_unary)
     fused = _FusedMeanField(operators, neg_unary)
     for _ in range(iterations):
         q = _exp_normalize(fused.energy(q), inplace=True)
     return q
-
-
-# Whether two-label problems take the one-channel path (tests compare both).
-_BINARY = [True]
 
 
 def _binary_mean_field(neg_unary: torch.Tensor, operators: Sequence[LatticeFilter], iterations: int) -> torch.Tensor:
@@ -274,10 +275,9 @@ def _binary_mean_field(neg_unary: torch.Tensor, operators: Sequence[LatticeFilte
     first's: ``e_1 = -U_1 + M (1 - Q_0) = B - e_0`` with ``B = M 1 - U_0 - U_1``
     computed once, and the update ``Q_0 = exp(e_0) / (exp(e_0) + exp(e_1))`` is
     ``sigmoid(2 e_0 - B)``. The same arithmetic as the general update up to float
-    rounding, at about 60% of its cost: splat, blur and slice move one value per
+    rounding, 20% cheaper on 2048x1024: splat, blur and slice move one value per
     point instead of two.
     """
-    neg_unary = neg_unary.contiguous()
     own = neg_unary[:, :1].contiguous()
 
     def energy(q0: torch.Tensor) -> torch.Tensor:

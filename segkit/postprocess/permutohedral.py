@@ -121,27 +121,23 @@ def _packing(v: torch.Tensor, batch: int, d1: int):
     Returns:
         strides: [stride of k, stride of the batch index, c_0, ..., c_{d-1}].
         offset: the constant subtracted (codes start at 0).
-        radix: the digits' sizes, most significant first.
         total: the number of codes.
+        bound: a bound on the magnitude of every partial sum of a base code.
     """
     d = d1 - 1
     rows = v[:d]
     digits = [[int(i == j) for i in range(d)] for j in range(d)]  # q_j as coefficients
-    combos = [rows[j] for j in range(d)]
     row = _row_digit(d)
     if row is not None:
         digits = [row] + digits[:1] + digits[2:]
-        combined = rows[0] + rows[1]
-        if d >= 3:
-            combined -= 2.0 * rows[2]
-        combos = [combined] + combos[:1] + combos[2:]
     lows, spans = [], []
-    for coef, values in zip(digits, combos):
+    for coef in digits:
+        values = _combine(rows, coef)
         margin = 3 * sum(abs(c) for c in coef)
         low, high = int(values.amin()), int(values.amax())
         lows.append(low - margin)
         spans.append(high - low + 2 * margin + 1)
-    radix = [d1, batch] + spans
+    radix = [d1, batch] + spans  # most significant first
     total = 1
     for r in radix:
         total *= r
@@ -156,7 +152,15 @@ def _packing(v: torch.Tensor, batch: int, d1: int):
     coordinate = [sum(place[2 + j] * coef[i] for j, coef in enumerate(digits)) for i in range(d)]
     offset = sum(place[2 + j] * low for j, low in enumerate(lows))
     bound = sum(abs(c) for c in coordinate) * (int(rows.abs().amax()) + 3) + abs(offset)
-    return place[:2] + coordinate, offset, radix, total, bound
+    return place[:2] + coordinate, offset, total, bound
+
+
+def _combine(rows: torch.Tensor, coef) -> torch.Tensor:
+    """``sum_i coef[i] * rows[i]`` over the rows of (d, P); a unit vector returns its row itself."""
+    terms = [(c, rows[i]) for i, c in enumerate(coef) if c]
+    if len(terms) == 1 and terms[0][0] == 1:
+        return terms[0][1]
+    return sum(float(c) * r for c, r in terms)
 
 
 def _simplices(elevated: torch.Tensor, batch: int):
@@ -184,14 +188,14 @@ def _simplices(elevated: torch.Tensor, batch: int):
         codes: (d+1, P) exact code of vertex k of each point's simplex (:func:`_packing`)
             (batch index included), int32 when the packing fits, else int64.
         bary: (d+1, P) float32 barycentric weight of each vertex.
-        radix, strides, total: the packing (see :func:`_packing`).
+        strides: the packing's strides (see :func:`_packing`).
     """
     d1, p = elevated.shape
     device = elevated.device
     down = torch.tensor(1.0 / d1, dtype=torch.float32).item()
     # Round e/(d+1) to the nearest integer, ties to even (the reference's SSE path).
     v = torch.round(elevated * down)
-    strides, offset, radix, total, bound = _packing(v, batch, d1)
+    strides, offset, total, bound = _packing(v, batch, d1)
     ctype = torch.int32 if total < 2**31 else torch.int64  # int32 codes sort about twice as fast
     codes = torch.empty(d1, p, dtype=ctype, device=device)
     bary = torch.empty(d1, p, dtype=torch.float32, device=device)
@@ -207,7 +211,7 @@ def _simplices(elevated: torch.Tensor, batch: int):
             image = torch.div(torch.arange(start, stop, device=device), per_image, rounding_mode="floor")
         _simplices_chunk(elevated[:, start:stop], v[:, start:stop], down, packing, image,
                          codes[:, start:stop], bary[:, start:stop])
-    return codes, bary, radix, strides, total
+    return codes, bary, strides
 
 
 # Points per chunk of the simplex computation (see _simplices).
@@ -322,7 +326,7 @@ class PermutohedralLattice:
             raise ValueError(f"features must have at least one point and one dimension; got {tuple(features.shape)}")
         self.batch, self.num_points, self.dim = b, n, d
         feats = features.reshape(b * n, d).to(torch.float32)
-        codes, bary, radix, strides, total = _simplices(_elevate(feats), b)
+        codes, bary, strides = _simplices(_elevate(feats), b)
         self.weights = bary.t().contiguous()
         self.alpha = torch.tensor(1.0 / (1.0 + 2.0 ** (-d)), dtype=torch.float32).item()
         self._number_vertices(codes, bary)
